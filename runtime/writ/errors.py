@@ -1,0 +1,116 @@
+"""Every error the broker can answer with, under one root.
+
+Each class carries its gRPC status code and a client-safe message. Handlers raise; only
+``writ.broker.rpc`` turns them into a status. Anything that is not a ``BrokerError``
+becomes INTERNAL with an incident id: the traceback goes to the broker log, never the wire.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class BrokerError(Exception):
+    """Root of all errors the broker reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+# -- bad input -----------------------------------------------------------------------------
+class InvalidArgument(BrokerError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ManifestInvalid(InvalidArgument):
+    """A manifest or grant failed schema or semantic checks; the message names the field."""
+
+
+class PathInvalid(InvalidArgument):
+    """A path is not a clean workspace-relative path."""
+
+
+class NotFound(BrokerError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ToolNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no tool named {name!r} is registered (see `writ tool list`)")
+
+
+class ImageNotFound(NotFound):
+    def __init__(self, image: str) -> None:
+        super().__init__(f"image {image!r} does not exist on this Docker engine; "
+                         "build it first (`writ images build`)")
+
+
+class FileMissing(NotFound):
+    pass
+
+
+class FailedPrecondition(BrokerError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+# -- tokens --------------------------------------------------------------------------------
+class TokenInvalid(BrokerError):
+    """Malformed or forged: not a token this broker sealed. Possibly an attack."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class CaveatUnmet(BrokerError):
+    """A genuine token whose conditions do not hold here: expired, not yet valid, bound
+    to another invocation. A normal denial, recorded as such."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- policy --------------------------------------------------------------------------------
+class PermissionDenied(BrokerError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- runtime -------------------------------------------------------------------------------
+class ResourceExhausted(BrokerError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class AuditUnavailable(BrokerError):
+    """The audit record could not be written, so the operation is refused."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"audit log unavailable, operation refused: {cause}")
+
+
+class LaunchFailed(BrokerError):
+    """A launch step failed; the message names the step and the cause."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, step: str, cause: str) -> None:
+        super().__init__(f"container launch failed at step {step!r}: {cause}")
+        self.step = step
+
+
+class HardeningMismatch(LaunchFailed):
+    """Docker applied something other than what the launcher asked for."""
+
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, field: str, wanted: object, got: object) -> None:
+        super().__init__("verify", f"{field}: asked for {wanted!r}, Docker applied {got!r}")
+        self.field = field
+
+
+class ImageBuildFailed(Exception):
+    """Not an RPC error: raised by `writ images build`."""
+
+    def __init__(self, stage: str, cause: str) -> None:
+        super().__init__(f"image build failed at {stage}: {cause}")

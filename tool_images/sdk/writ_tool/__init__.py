@@ -1,0 +1,16 @@
+"""Writ tool SDK: what a tool imports inside its container.
+
+    from writ_tool import files
+
+    def main(args: dict) -> dict:
+        return {"text": files.read_text(args["path"])}
+
+The container has no network and no host files; every file access is a call on the
+invocation's broker socket, checked against the invocation's token.
+"""
+
+from . import files
+from ._broker import BrokerDenied, BrokerError, InvalidArgument, NotFound, PermissionDenied
+
+__all__ = ["files", "BrokerError", "BrokerDenied", "PermissionDenied", "NotFound",
+           "InvalidArgument"]

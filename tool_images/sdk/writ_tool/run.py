@@ -1,0 +1,54 @@
+"""Entrypoint of every tool container: ``python3 -m writ_tool.run /opt/tool/tool.py``.
+
+Protocol: ask the broker for the input (Start), call the tool's ``main(input)``, send the
+JSON result or the error (Finish). Exit 0 on success, 1 when the tool failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import traceback
+
+from ._broker import BrokerError, connection
+from ._proto import tool_pb2
+
+
+def _load_main(path: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("tool", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"writ_tool.run: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = getattr(module, "main", None)
+    if not callable(main):
+        raise SystemExit(f"writ_tool.run: {path} defines no main(input) function")
+    return main
+
+
+def run(path: str) -> int:
+    conn = connection()
+    start = conn.unary("Start", tool_pb2.StartRequest())
+    try:
+        main = _load_main(path)
+        output = main(json.loads(start.input_json or "{}"))
+        finish = tool_pb2.FinishRequest(output_json=json.dumps(output))
+        code = 0
+    except BrokerError as err:
+        finish = tool_pb2.FinishRequest(
+            error=tool_pb2.FinishError(code=err.code, message=err.message))
+        code = 1
+    except Exception as exc:  # the tool's own bug: report it, do not hide it
+        traceback.print_exc()
+        finish = tool_pb2.FinishRequest(
+            error=tool_pb2.FinishError(code="TOOL_ERROR", message=f"{type(exc).__name__}: {exc}"))
+        code = 1
+    conn.unary("Finish", finish)
+    return code
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python3 -m writ_tool.run TOOL_FILE")
+    sys.exit(run(sys.argv[1]))
