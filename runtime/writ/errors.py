@@ -1,19 +1,18 @@
 """Every error the broker can answer with, under one root.
 
-Each class carries its gRPC status code and a client-safe message. Handlers raise; only
-``writ.broker.rpc`` turns them into a status. Anything that is not a ``BrokerError``
+Each class names its gRPC status code and carries a client-safe message. Handlers raise;
+only ``writ.broker.rpc`` turns them into a status. The codes are names (``"NOT_FOUND"``), not
+``grpc.StatusCode`` members, so the pure core can raise these without importing grpc. Anything that is not a ``BrokerError``
 becomes INTERNAL with an incident id: the traceback goes to the broker log, never the wire.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class BrokerError(Exception):
     """Root of all errors the broker reports to a caller."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: str = "INTERNAL"
 
     def __init__(self, details: str) -> None:
         super().__init__(details)
@@ -22,7 +21,7 @@ class BrokerError(Exception):
 
 # -- bad input -----------------------------------------------------------------------------
 class InvalidArgument(BrokerError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class ManifestInvalid(InvalidArgument):
@@ -34,7 +33,7 @@ class PathInvalid(InvalidArgument):
 
 
 class NotFound(BrokerError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class ToolNotFound(NotFound):
@@ -53,37 +52,37 @@ class FileMissing(NotFound):
 
 
 class FailedPrecondition(BrokerError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
 # -- tokens --------------------------------------------------------------------------------
 class TokenInvalid(BrokerError):
     """Malformed or forged: not a token this broker sealed. Possibly an attack."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
 
 
 class CaveatUnmet(BrokerError):
     """A genuine token whose conditions do not hold here: expired, not yet valid, bound
     to another invocation. A normal denial, recorded as such."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
 
 
 # -- policy --------------------------------------------------------------------------------
 class PermissionDenied(BrokerError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
 
 
 # -- runtime -------------------------------------------------------------------------------
 class ResourceExhausted(BrokerError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
 
 
 class AuditUnavailable(BrokerError):
     """The audit record could not be written, so the operation is refused."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
     def __init__(self, cause: str) -> None:
         super().__init__(f"audit log unavailable, operation refused: {cause}")
@@ -92,7 +91,7 @@ class AuditUnavailable(BrokerError):
 class LaunchFailed(BrokerError):
     """A launch step failed; the message names the step and the cause."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
     def __init__(self, step: str, cause: str) -> None:
         super().__init__(f"container launch failed at step {step!r}: {cause}")
@@ -102,7 +101,7 @@ class LaunchFailed(BrokerError):
 class HardeningMismatch(LaunchFailed):
     """Docker applied something other than what the launcher asked for."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = "INTERNAL"
 
     def __init__(self, field: str, wanted: object, got: object) -> None:
         super().__init__("verify", f"{field}: asked for {wanted!r}, Docker applied {got!r}")

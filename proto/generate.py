@@ -1,7 +1,7 @@
 """Generate Python code from proto/ into the two packages that ship it.
 
-    python scripts/genproto.py          # write runtime/writ/_proto and the SDK's _proto
-    python scripts/genproto.py --check  # regenerate into a temp dir; exit 1 on any drift
+    python proto/generate.py          # write runtime/writ/_proto and the SDK's _proto
+    python proto/generate.py --check  # regenerate into a temp dir; exit 1 on any drift
 
 protoc emits absolute imports (`from writ.v1 import x_pb2`); both packages vendor the
 code flat, so those imports are rewritten to relative ones.

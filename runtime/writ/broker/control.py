@@ -1,0 +1,220 @@
+"""Agent- and operator-facing handlers: RegisterTool, ListTools, MintToken, Invoke."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from .._proto import audit_pb2, capabilities_pb2 as caps, control_pb2
+from ..core.policy import ToolCall, decide
+from ..core.tokens import UnverifiedToken, mint, bind
+from ..errors import (CaveatUnmet, InvalidArgument, LaunchFailed, BrokerError,
+                      PermissionDenied, ResourceExhausted, ToolNotFound)
+from ..launcher import LaunchSpec, effective_limits
+from ..launcher._seccomp import load_profile
+from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
+from ..manifests import check_grant, check_manifest
+from ..state import ToolRecord
+from .invocation import Invocation, Outcome
+
+if TYPE_CHECKING:
+    from .server import Broker
+
+MAX_INPUT_BYTES = 256 * 1024
+DEFAULT_TTL_S = 3600
+MAX_TTL_S = 86400
+
+
+def tool_info(rec: ToolRecord) -> control_pb2.ToolInfo:
+    return control_pb2.ToolInfo(name=rec.name, image=rec.image, image_id=rec.image_id,
+                                manifest=rec.manifest, registered_at=rec.registered_at)
+
+
+def _check_input(text: str) -> str:
+    if len(text.encode()) > MAX_INPUT_BYTES:
+        raise InvalidArgument(f"input_json is larger than {MAX_INPUT_BYTES} bytes")
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"input_json is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("input_json must be a JSON object")
+    return text or "{}"
+
+
+def _grant_limits(blocks: Any) -> caps.Limits:
+    """The lowest limits any grant block sets (a narrowing can lower, never raise)."""
+    out = caps.Limits()
+    for block in blocks:
+        if not block.HasField("grant"):
+            continue
+        for name in ("memory_mb", "cpus", "pids", "timeout_s", "tmp_mb"):
+            v = getattr(block.grant.limits, name)
+            if v > 0 and (getattr(out, name) == 0 or v < getattr(out, name)):
+                setattr(out, name, v)
+    return out
+
+
+class ControlService:
+    def __init__(self, broker: Broker) -> None:
+        self.b = broker
+
+    async def RegisterTool(self, req: control_pb2.RegisterToolRequest,
+                           context: Any) -> control_pb2.ToolInfo:
+        ev = self.b.event("operator", "RegisterTool", "tool.register", req.manifest.name)
+        async with self.b.audited(ev):
+            check_manifest(req.manifest)
+            image_id = await asyncio.to_thread(self.b.launcher.image_id, req.manifest.image)
+            ev.reason = f"image {req.manifest.image} pinned as {image_id}"
+            await self.b.allow(ev)
+        return tool_info(self.b.state.put_tool(req.manifest, image_id))
+
+    async def ListTools(self, req: control_pb2.ListToolsRequest,
+                        context: Any) -> control_pb2.ListToolsResponse:
+        return control_pb2.ListToolsResponse(tools=[tool_info(t) for t in self.b.state.list_tools()])
+
+    async def MintToken(self, req: control_pb2.MintTokenRequest,
+                        context: Any) -> control_pb2.MintTokenResponse:
+        ev = self.b.event("operator", "MintToken", "token.mint", "")
+        async with self.b.audited(ev):
+            grant = caps.Grant()
+            grant.CopyFrom(req.grant)
+            check_grant(grant)
+            unknown = {r.workspace for r in grant.files} - set(self.b.workspaces.names())
+            if unknown:
+                raise InvalidArgument(f"grant names unknown workspace(s) {sorted(unknown)}; this "
+                                      f"broker serves {self.b.workspaces.names()}")
+            now = int(time.time())
+            if req.ttl_s > MAX_TTL_S:
+                raise InvalidArgument(f"ttl_s {req.ttl_s} exceeds the maximum of {MAX_TTL_S}")
+            if not grant.expires_at:
+                grant.expires_at = now + (req.ttl_s or DEFAULT_TTL_S)
+            if grant.expires_at <= now:
+                raise InvalidArgument("grant.expires_at is in the past")
+            if grant.expires_at > now + MAX_TTL_S:
+                raise InvalidArgument(f"grant.expires_at is more than {MAX_TTL_S}s away")
+            token, token_id = mint(self.b.keyring, grant, now)
+            ev.token_id = ev.grant_id = ev.target = token_id
+            ev.reason = (f"{len(grant.tools)} tool rule(s), {len(grant.files)} file rule(s), "
+                         f"expires {grant.expires_at}")
+            await self.b.allow(ev)
+        return control_pb2.MintTokenResponse(token=token, token_id=token_id,
+                                             expires_at=grant.expires_at)
+
+    async def Invoke(self, req: control_pb2.InvokeRequest,
+                     context: Any) -> AsyncIterator[control_pb2.InvokeEvent]:
+        b = self.b
+        now = time.time()
+        ev = b.event("agent", "Invoke", "tool.invoke", req.tool)
+        ev.tool = req.tool
+        async with b.audited(ev):
+            unverified = UnverifiedToken.parse(req.token)
+            ev.token_id, ev.grant_id = unverified.token_id, unverified.grant_id
+            token = unverified.verify(b.keyring)
+            if any(block.invocation_id for block in token.blocks):
+                raise CaveatUnmet("this token is bound to an invocation; only its tool may "
+                                  "use it")
+            tool = b.state.get_tool(req.tool)
+            if tool is None:
+                raise ToolNotFound(req.tool)
+            input_json = _check_input(req.input_json)
+            decision = decide(token.authority(tool.manifest), ToolCall(tool.name), now)
+            if not decision.allowed:
+                raise PermissionDenied(decision.reason)
+            inv_id = "i" + secrets.token_hex(8)
+            ev.invocation_id, ev.reason, ev.rule = inv_id, decision.reason, decision.rule
+            await b.allow(ev)
+        async with b.invocation_slot():
+            async for item in self._run(tool, unverified, token.blocks, inv_id, input_json):
+                yield item
+
+    async def _run(self, tool: ToolRecord, unverified: UnverifiedToken, blocks: Any,
+                   inv_id: str, input_json: str) -> AsyncIterator[control_pb2.InvokeEvent]:
+        b = self.b
+        t0 = time.perf_counter()
+        inv = Invocation(inv_id, tool, input_json, unverified.token_id, unverified.grant_id,
+                         b.config.run_dir / inv_id)
+        limits = effective_limits(tool.manifest.limits, _grant_limits(blocks))
+        b.state.start_invocation(inv_id, tool.name, unverified.token_id, unverified.grant_id)
+        container_id = ""
+        outcome: Outcome | None = None
+        try:
+            await inv.open(b)
+            spec = LaunchSpec.create(
+                image=tool.image, image_id=tool.image_id, invocation_id=inv_id,
+                broker_id=b.broker_id, socket_dir=inv.socket_dir, limits=limits,
+                seccomp_json=load_profile(),
+                env={"WRIT_SOCKET": f"{SOCKET_MOUNT}/{SOCKET_NAME}",
+                     "WRIT_TOKEN": bind(unverified, inv_id, tool.name, int(time.time())),
+                     "WRIT_INVOCATION": inv_id},
+                extra_labels=b.config.extra_labels)
+            launched = await asyncio.to_thread(b.launcher.launch, spec)
+            container_id = launched.container_id
+            b.state.update_invocation(inv_id, "running", container_id)
+            inv.ready.set()  # verified: only now does the socket answer
+            yield control_pb2.InvokeEvent(started=control_pb2.InvokeStarted(
+                invocation_id=inv_id, container_id=container_id,
+                launch_ms=(time.perf_counter() - t0) * 1000))
+            outcome = await self._wait(inv, container_id, float(limits.timeout_s))
+            logs = await asyncio.to_thread(b.launcher.logs, container_id)
+            if logs:
+                yield control_pb2.InvokeEvent(output=control_pb2.ToolOutput(data=logs))
+            yield control_pb2.InvokeEvent(result=control_pb2.InvokeResult(
+                ok=outcome.ok, output_json=outcome.output_json,
+                error=control_pb2.ToolError(code=outcome.code, message=outcome.message)
+                if not outcome.ok else None,
+                duration_ms=(time.perf_counter() - t0) * 1000))
+        except BrokerError as err:
+            outcome = Outcome(False, code=err.code, message=err.details)
+            raise
+        finally:
+            if container_id:
+                await asyncio.to_thread(b.launcher.destroy, container_id)
+            await inv.close()
+            await self._record_end(inv, outcome)
+
+    async def _wait(self, inv: Invocation, container_id: str, timeout: float) -> Outcome:
+        """The tool's Finish, or its exit without one, or its wall time running out."""
+        exited = asyncio.ensure_future(
+            asyncio.to_thread(self.b.launcher.wait, container_id, timeout + 5))
+        done, _ = await asyncio.wait({inv.outcome, exited}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if inv.outcome in done:
+            outcome = inv.outcome.result()
+            if outcome.ok:
+                try:
+                    json.loads(outcome.output_json)
+                except json.JSONDecodeError:
+                    return Outcome(False, code="TOOL_ERROR", message="tool returned invalid JSON")
+            return outcome
+        if exited in done:
+            try:
+                code = exited.result()
+            except Exception as exc:  # noqa: BLE001 - dockerd lost the container
+                raise LaunchFailed("wait", str(exc)) from None
+            return Outcome(False, code="TOOL_EXITED",
+                           message=f"tool exited with code {code} without a result")
+        return Outcome(False, code="DEADLINE_EXCEEDED",
+                       message=f"tool exceeded its wall time of {timeout:g}s and was killed")
+
+    async def _record_end(self, inv: Invocation, outcome: Outcome | None) -> None:
+        ev = self.b.event("agent", "Invoke", "tool.exit", inv.tool.name)
+        ev.tool, ev.invocation_id = inv.tool.name, inv.id
+        ev.token_id, ev.grant_id = inv.token_id, inv.grant_id
+        ev.decision = audit_pb2.ALLOW
+        if outcome is None:
+            ev.reason, ev.status = "cancelled: the agent went away", "CANCELLED"
+        elif outcome.ok:
+            ev.reason, ev.status = "finished with a result", "OK"
+        else:
+            ev.reason, ev.status = f"{outcome.code}: {outcome.message}", outcome.code
+        self.b.state.update_invocation(inv.id, "done" if outcome and outcome.ok else "failed",
+                                       error=None if outcome and outcome.ok else ev.reason)
+        try:
+            await self.b.record(ev)
+        except BrokerError:
+            pass  # the invocation is over; the failure is already logged by the sink

@@ -1,0 +1,152 @@
+"""One invocation: its own socket, its own gRPC server, its own token binding.
+
+The server is created before the container and answers nothing until the launcher has
+verified the container (``ready``); it is torn down with the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .._proto import audit_pb2, tool_pb2
+from ..core.policy import Authority
+from ..core.tokens import UnverifiedToken, VerifiedToken
+from ..errors import BrokerError, FailedPrecondition
+from ..launcher._spec import SOCKET_NAME, TOOL_USER
+from ..mediators import files
+from ..mediators._context import CallContext
+from ..state import ToolRecord
+from .rpc import generic_handler
+
+if TYPE_CHECKING:
+    from .server import Broker
+
+TOKEN_METADATA = "writ-token"
+READY_TIMEOUT_S = 30.0
+MAX_TOOL_MESSAGE = 1 << 20
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    output_json: str = ""
+    code: str = ""
+    message: str = ""
+
+
+@dataclass
+class Invocation:
+    id: str
+    tool: ToolRecord
+    input_json: str
+    token_id: str
+    grant_id: str
+    socket_dir: Path
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: asyncio.Future[Outcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+    started: bool = False
+    server: grpc.aio.Server | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / SOCKET_NAME
+
+    async def open(self, broker: Broker) -> None:
+        uid, gid = (int(x) for x in TOOL_USER.split(":"))
+        # 0700 and owned by the tool's uid: only that container's user (and root) may
+        # connect. The dir is bind-mounted into this invocation's container alone.
+        self.socket_dir.mkdir(mode=0o700, parents=False)
+        os.chown(self.socket_dir, uid, gid)
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", MAX_TOOL_MESSAGE),
+            ("grpc.max_concurrent_streams", 16)])
+        self.server.add_generic_rpc_handlers(
+            [generic_handler("ToolBroker", ToolService(self, broker), ("tool",))])
+        self.server.add_insecure_port(f"unix:{self.socket_path}")
+        await self.server.start()
+        os.chown(self.socket_path, uid, gid)
+        os.chmod(self.socket_path, 0o600)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class ToolService:
+    """Handlers for the tool-facing API of one invocation."""
+
+    def __init__(self, inv: Invocation, broker: Broker) -> None:
+        self.inv = inv
+        self.broker = broker
+
+    async def _context(self, context: Any, method: str) -> CallContext:
+        """Wait until the container is verified, then check the presented token.
+
+        Raises:
+            TokenInvalid: no, malformed or forged token.
+            CaveatUnmet: a genuine token bound to another invocation, or to none.
+        """
+        try:
+            await asyncio.wait_for(self.inv.ready.wait(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise FailedPrecondition("invocation never became ready") from None
+        base = audit_pb2.AuditEvent(actor=f"tool:{self.inv.tool.name}", method=method,
+                                    tool=self.inv.tool.name, invocation_id=self.inv.id)
+        md = dict(context.invocation_metadata() or ())
+        try:
+            unverified = UnverifiedToken.parse(str(md.get(TOKEN_METADATA, "")))
+            base.token_id, base.grant_id = unverified.token_id, unverified.grant_id
+            token: VerifiedToken = unverified.verify(self.broker.keyring)
+            token.check_binding(self.inv.id)
+        except BrokerError as err:
+            ev = audit_pb2.AuditEvent()
+            ev.CopyFrom(base)
+            ev.operation, ev.target = "token.check", self.inv.id
+            ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
+            await self.broker.record(ev)
+            raise
+        # The presented token's own chain decides: a tool that narrowed its token further
+        # gets the narrower authority, never the invocation's original.
+        authority: Authority = token.authority(self.inv.tool.manifest)
+        return CallContext(authority, time.time(), self.broker.record, base)
+
+    async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
+        await self._context(context, "/writ.v1.ToolBroker/Start")
+        if self.inv.started:
+            raise FailedPrecondition("Start was already called for this invocation")
+        self.inv.started = True
+        return tool_pb2.StartResponse(invocation_id=self.inv.id, tool=self.inv.tool.name,
+                                      input_json=self.inv.input_json)
+
+    async def Finish(self, req: tool_pb2.FinishRequest, context: Any) -> tool_pb2.FinishResponse:
+        await self._context(context, "/writ.v1.ToolBroker/Finish")
+        if self.inv.outcome.done():
+            raise FailedPrecondition("Finish was already called for this invocation")
+        if req.WhichOneof("outcome") == "output_json":
+            self.inv.outcome.set_result(Outcome(True, output_json=req.output_json))
+        else:
+            self.inv.outcome.set_result(Outcome(False, code=req.error.code or "TOOL_ERROR",
+                                                message=req.error.message))
+        return tool_pb2.FinishResponse()
+
+    async def ReadFile(self, req: tool_pb2.ReadFileRequest,
+                       context: Any) -> AsyncIterator[tool_pb2.FileChunk]:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/ReadFile")
+        async for chunk in files.read_file(ctx, self.broker.workspaces, req):
+            yield chunk
+
+    async def ListDir(self, req: tool_pb2.ListDirRequest,
+                      context: Any) -> tool_pb2.ListDirResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/ListDir")
+        return await files.list_dir(ctx, self.broker.workspaces, req)

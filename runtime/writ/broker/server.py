@@ -1,0 +1,178 @@
+"""The broker process: state, keys, audit sink, launcher, and the gRPC servers.
+
+    control.sock  (0600)  operator surface: every Control method
+    agent.sock    (0600)  agent surface: ListTools, Invoke
+    TCP (opt-in)          agent surface only
+    run/<inv>/broker.sock one per invocation: the tool surface, for that container alone
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .._proto import audit_pb2
+from ..audit import AuditSink, FileSink
+from ..errors import BrokerError, InvalidArgument, ResourceExhausted
+from ..launcher import Launcher
+from ..mediators.files import Workspaces
+from ..state import State
+from .control import ControlService
+from .rpc import generic_handler
+
+log = logging.getLogger("writ.broker")
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; keep room for "broker.sock"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("WRIT_STATE_DIR")
+    return Path(env) if env else Path.home() / ".local/state/writ"
+
+
+@dataclass
+class BrokerConfig:
+    state_dir: Path = field(default_factory=default_state_dir)
+    workspaces: dict[str, Path] = field(default_factory=dict)
+    tcp: str | None = None              # "127.0.0.1:7411" serves the agent surface on TCP
+    max_invocations: int = 8            # running at once
+    max_queued: int = 64                # waiting for a slot; past that RESOURCE_EXHAUSTED
+    extra_labels: dict[str, str] = field(default_factory=dict)  # on every container (tests)
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / "control.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.state_dir / "agent.sock"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.state_dir / "audit.jsonl"
+
+    def validate(self) -> None:
+        if len(str(self.run_dir / "i0123456789abcdef" / "broker.sock")) > MAX_SOCKET_PATH:
+            raise InvalidArgument(f"state dir {self.state_dir} is too long for Unix socket "
+                                  "paths; choose a shorter --state-dir")
+        for name, path in self.workspaces.items():
+            if not path.is_dir():
+                raise InvalidArgument(f"workspace {name!r}: {path} is not a directory")
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, docker_client: Any = None,
+                 sink: AuditSink | None = None) -> None:
+        config.validate()
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state = State(config.state_dir / "state.db")
+        self.keyring = self.state.keyring()
+        self.broker_id = self.state.broker_id()
+        self.sink: AuditSink = sink or FileSink(config.audit_path)
+        self.launcher = Launcher(docker_client)
+        self.workspaces = Workspaces(config.workspaces)
+        self._servers: list[grpc.aio.Server] = []
+        self._slots = asyncio.Semaphore(config.max_invocations)
+        self._queued = 0
+
+    # -- audit helpers -------------------------------------------------------------------
+    def event(self, actor: str, rpc: str, operation: str, target: str) -> audit_pb2.AuditEvent:
+        return audit_pb2.AuditEvent(actor=actor, method=f"/writ.v1.Control/{rpc}",
+                                    operation=operation, target=target)
+
+    async def record(self, ev: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:
+        """Durably record (fsync) off the event loop. Raises AuditUnavailable."""
+        return await asyncio.to_thread(self.sink.record, ev)
+
+    async def allow(self, ev: audit_pb2.AuditEvent) -> None:
+        ev.decision, ev.status = audit_pb2.ALLOW, "OK"
+        await self.record(ev)
+
+    @contextlib.asynccontextmanager
+    async def audited(self, ev: audit_pb2.AuditEvent) -> AsyncIterator[audit_pb2.AuditEvent]:
+        """Record a denial for any BrokerError raised inside, unless one was recorded."""
+        try:
+            yield ev
+        except BrokerError as err:
+            if not ev.decision:
+                ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
+                await self.record(ev)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def invocation_slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._queued >= self.config.max_queued:
+            raise ResourceExhausted(f"{self.config.max_invocations} invocations running and "
+                                    f"{self._queued} queued; retry later")
+        self._queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    # -- life ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Docker and fsync calls run in threads; one invocation holds one for its wait.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32 + 4 *
+                                                     self.config.max_invocations))
+        reaped = await asyncio.to_thread(self.launcher.reap, self.broker_id)
+        if reaped:
+            log.warning("removed %d container(s) left by an earlier run", len(reaped))
+        shutil.rmtree(self.config.run_dir, ignore_errors=True)
+        self.config.run_dir.mkdir(mode=0o711, parents=True)
+        control = ControlService(self)
+        await self._serve(f"unix:{self.config.control_socket}", control, ("operator", "agent"))
+        await self._serve(f"unix:{self.config.agent_socket}", control, ("agent",))
+        for sock in (self.config.control_socket, self.config.agent_socket):
+            os.chmod(sock, 0o600)
+        if self.config.tcp:
+            await self._serve(self.config.tcp, control, ("agent",))
+
+    async def _serve(self, address: str, servicer: object, surfaces: tuple[str, ...]) -> None:
+        if address.startswith("unix:"):
+            Path(address[5:]).unlink(missing_ok=True)
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
+        server.add_generic_rpc_handlers([generic_handler("Control", servicer, surfaces)])
+        server.add_insecure_port(address)
+        await server.start()
+        self._servers.append(server)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            await server.stop(grace=2)
+        self._servers.clear()
+        self.sink.close()
+        self.workspaces.close()
+        self.state.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("broker %s serving %s", self.broker_id, self.config.control_socket)
+        print(f"writ broker ready: operator {self.config.control_socket}, agent "
+              f"{self.config.agent_socket}", flush=True)
+        await stop.wait()
+        await self.stop()

@@ -1,0 +1,47 @@
+"""What every mediated call carries: the verified authority, the clock reading, the audit
+recorder and the audit fields that identify the caller."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._proto import audit_pb2
+from ..core.policy import Authority, Decision
+from ..errors import BrokerError
+
+
+class Recorder(Protocol):
+    async def __call__(self, event: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent: ...
+
+
+@dataclass
+class CallContext:
+    authority: Authority
+    now: float
+    record: Recorder
+    base: audit_pb2.AuditEvent  # actor, method, token, grant, tool, invocation filled in
+
+    def event(self, operation: str, target: str) -> audit_pb2.AuditEvent:
+        ev = audit_pb2.AuditEvent()
+        ev.CopyFrom(self.base)
+        ev.operation, ev.target = operation, target
+        return ev
+
+    async def record_decision(self, ev: audit_pb2.AuditEvent, decision: Decision,
+                              nbytes: int = 0) -> None:
+        """Record, then the caller acts (or raises). Raises AuditUnavailable if the
+        record cannot be written, so nothing happens unrecorded."""
+        ev.decision = audit_pb2.ALLOW if decision.allowed else audit_pb2.DENY
+        ev.reason, ev.rule, ev.bytes = decision.reason, decision.rule, nbytes
+        ev.status = "OK" if decision.allowed else "PERMISSION_DENIED"
+        await self.record(ev)
+
+    async def record_error(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
+        ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
+        await self.record(ev)
+
+
+async def in_thread(fn, *args):  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(fn, *args)

@@ -1,0 +1,55 @@
+"""The RPC surface as one table. A method without a row is not served (UNIMPLEMENTED);
+tests/unit/test_methods.py fails when the proto grows a method without a row.
+
+    surface  "operator": only on the operator socket (control.sock, mode 0600)
+             "agent":    on the operator socket and the agent socket (agent.sock)
+             "tool":     only on an invocation's own socket
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    service: str     # proto service name in package writ.v1
+    name: str        # rpc name; also the handler's attribute name on the servicer
+    surface: str     # "operator" | "agent" | "tool"
+    operation: str   # audit operation name
+    streaming: bool  # server-streaming response
+    note: str
+
+    @property
+    def full_name(self) -> str:
+        return f"/writ.v1.{self.service}/{self.name}"
+
+
+_ROWS = [
+    Method("Control", "RegisterTool", "operator", "tool.register", False,
+           "pins the image id; manifest checked strictly"),
+    Method("Control", "MintToken", "operator", "token.mint", False,
+           "grant -> token; workspaces must be registered"),
+    Method("Control", "ListTools", "agent", "tool.list", False, "manifests and input schemas"),
+    Method("Control", "Invoke", "agent", "tool.invoke", True,
+           "verify token, decide, launch, stream result, destroy"),
+    Method("ToolBroker", "Start", "tool", "tool.start", False, "input of the invocation"),
+    Method("ToolBroker", "Finish", "tool", "tool.finish", False, "result of the invocation"),
+    Method("ToolBroker", "ReadFile", "tool", "file.read", True,
+           "openat2 RESOLVE_BENEATH|NO_SYMLINKS; regular files only"),
+    Method("ToolBroker", "ListDir", "tool", "file.list", False,
+           "openat2 RESOLVE_BENEATH|NO_SYMLINKS; directories only"),
+]
+
+METHODS: dict[str, Method] = {m.full_name: m for m in _ROWS}
+
+
+def rows(service: str, surfaces: tuple[str, ...]) -> list[Method]:
+    return [m for m in _ROWS if m.service == service and m.surface in surfaces]
+
+
+def render_table() -> str:
+    """Markdown of the surface, for docs (`writ methods`)."""
+    lines = ["| method | surface | audit operation | note |", "|---|---|---|---|"]
+    lines += [f"| `{m.full_name}` | {m.surface} | `{m.operation}` | {m.note} |" for m in _ROWS]
+    return "\n".join(lines)
