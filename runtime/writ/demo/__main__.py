@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from ..audit import read_records, verify_chain
 from ..client import Client, WritError
 from ..manifests import load_grant_file, load_manifest_file
+from ..testing import BrokerProcess, broker_process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -34,74 +34,11 @@ def main() -> int:
     state, workspace = tmp / "state", tmp / "workspace"
     shutil.copytree(HERE / "workspace", workspace)
     step(f"starting the broker (state {state}, workspace demo={workspace})")
-    broker = subprocess.Popen(
-        [sys.executable, "-m", "writ.cli", "--state-dir", str(state), "serve",
-         "--workspace", f"demo={workspace}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     failures: list[str] = []
     try:
-        assert broker.stdout is not None
-        for line in broker.stdout:
-            print(f"  broker: {line.rstrip()}")
-            if "writ broker ready" in line:
-                break
-        else:
-            print("broker exited before it was ready")
-            return 1
-        op = Client(state / "control.sock")
-        agent = Client(state / "agent.sock")
-
-        step("operator registers the example tools (manifests from capabilities/)")
-        for path in sorted((REPO / "capabilities").glob("*.yaml")):
-            info = op.register_tool(load_manifest_file(path))
-            print(f"  {info.name:<12} {info.image}  pinned {info.image_id[:19]}")
-
-        step("user grants: read-file and word-count, reports/** of workspace demo")
-        minted = op.mint_token(load_grant_file(HERE / "grant.yaml"), ttl_s=600)
-        print(f"  token {minted.token_id} ({len(minted.token)} chars)")
-        token = minted.token
-
-        def call(tool: str, args: dict[str, object], expect_ok: bool, expect: str = "") -> None:
-            print(f"  agent -> {tool} {args}")
-            t0 = time.perf_counter()
-            try:
-                out = agent.invoke(tool, args, token)
-            except WritError as err:
-                print(f"     refused by broker: {err.code}: {err.details}")
-                if expect_ok or (expect and expect != err.code):
-                    failures.append(f"{tool} {args}: {err}")
-                return
-            ms = (time.perf_counter() - t0) * 1000
-            if out.ok:
-                shown = str(out.result)
-                print(f"     ok in {ms:.0f} ms: {shown[:150]}{'...' if len(shown) > 150 else ''}")
-            else:
-                print(f"     tool reports {out.error_code}: {out.error_message} ({ms:.0f} ms)")
-            if out.ok != expect_ok or (expect and not out.ok and out.error_code != expect):
-                failures.append(f"{tool} {args}: ok={out.ok} {out.error_code}")
-
-        step("agent session")
-        call("read-file", {"path": "reports/q3.csv"}, True)
-        call("read-file", {"path": "private/salaries.csv"}, False, "PERMISSION_DENIED")
-        call("read-file", {"path": "../../etc/passwd"}, False, "INVALID_ARGUMENT")
-        call("word-count", {"dir": "reports"}, True)
-        call("shell", {"cmd": "rm -rf /"}, False, "NOT_FOUND")
-
-        step("audit log (writ audit tail)")
-        subprocess.run([sys.executable, "-m", "writ.cli", "--state-dir", str(state), "audit",
-                        "tail", "-n", "40"], check=False)
-        count, problem = verify_chain(state / "audit.jsonl")
-        print(f"\n  chain: {count} records, {'intact' if problem is None else problem}")
-        denied = [e for e in read_records(state / "audit.jsonl")
-                  if e.operation == "file.read" and e.decision == 2]
-        if not denied:
-            failures.append("no denied file.read in the audit log")
+        with broker_process(state, {"demo": workspace}) as bp:
+            failures = session(bp, state)
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            broker.kill()
         if not os.environ.get("WRIT_DEMO_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
     step("result")
@@ -110,6 +47,57 @@ def main() -> int:
         return 1
     print("  every call behaved as granted; the broker stopped cleanly")
     return 0
+
+
+def session(bp: BrokerProcess, state: Path) -> list[str]:
+    failures: list[str] = []
+    op, agent = bp.operator, bp.agent
+    step("operator registers the example tools (manifests from capabilities/)")
+    for path in sorted((REPO / "capabilities").glob("*.yaml")):
+        info = op.register_tool(load_manifest_file(path))
+        print(f"  {info.name:<12} {info.image}  pinned {info.image_id[:19]}")
+
+    step("user grants: read-file and word-count, reports/** of workspace demo")
+    minted = op.mint_token(load_grant_file(HERE / "grant.yaml"), ttl_s=600)
+    print(f"  token {minted.token_id} ({len(minted.token)} chars)")
+    token = minted.token
+
+    def call(tool: str, args: dict[str, object], expect_ok: bool, expect: str = "") -> None:
+        print(f"  agent -> {tool} {args}")
+        t0 = time.perf_counter()
+        try:
+            out = agent.invoke(tool, args, token)
+        except WritError as err:
+            print(f"     refused by broker: {err.code}: {err.details}")
+            if expect_ok or (expect and expect != err.code):
+                failures.append(f"{tool} {args}: {err}")
+            return
+        ms = (time.perf_counter() - t0) * 1000
+        if out.ok:
+            shown = str(out.result)
+            print(f"     ok in {ms:.0f} ms: {shown[:150]}{'...' if len(shown) > 150 else ''}")
+        else:
+            print(f"     tool reports {out.error_code}: {out.error_message} ({ms:.0f} ms)")
+        if out.ok != expect_ok or (expect and not out.ok and out.error_code != expect):
+            failures.append(f"{tool} {args}: ok={out.ok} {out.error_code}")
+
+    step("agent session")
+    call("read-file", {"path": "reports/q3.csv"}, True)
+    call("read-file", {"path": "private/salaries.csv"}, False, "PERMISSION_DENIED")
+    call("read-file", {"path": "../../etc/passwd"}, False, "INVALID_ARGUMENT")
+    call("word-count", {"dir": "reports"}, True)
+    call("shell", {"cmd": "rm -rf /"}, False, "NOT_FOUND")
+
+    step("audit log (writ audit tail)")
+    subprocess.run([sys.executable, "-m", "writ.cli", "--state-dir", str(state), "audit",
+                    "tail", "-n", "40"], check=False)
+    count, problem = verify_chain(state / "audit.jsonl")
+    print(f"\n  chain: {count} records, {'intact' if problem is None else problem}")
+    denied = [e for e in read_records(state / "audit.jsonl")
+              if e.operation == "file.read" and e.decision == 2]
+    if not denied:
+        failures.append("no denied file.read in the audit log")
+    return failures
 
 
 if __name__ == "__main__":
