@@ -25,7 +25,7 @@ import docker
 
 from . import images
 from .launcher._seccomp import load_profile
-from .launcher._spec import DEFAULT_LIMITS, TOOL_USER
+from .launcher._spec import TOOL_USER
 from .manifests import parse_grant, parse_manifest
 from .testing import broker_process
 
@@ -140,13 +140,15 @@ def run(n_cold: int, n_reads: int) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     rows = [
-        ("cold invoke, trivial tool (ms)", r["cold_invoke_ms"], "raw docker run, same image "
-         "+ flags", r["raw_docker_run_ms"], r["cold_invoke_ratio_p50"]),
+        ("cold invoke, trivial tool (ms)", r["cold_invoke_ms"],
+         "raw docker run, same image + flags", r["raw_docker_run_ms"],
+         r["cold_invoke_ratio_p50"]),
         ("mediated ReadFile round trip (µs)", r["readfile_roundtrip_us"],
          "raw Unix socket 100 B echo", r["raw_unix_roundtrip_us"], r["readfile_ratio_p50"]),
     ]
-    lines = [f"{'figure':<36} {'p50':>9} {'p99':>9}   {'floor (same run)':<32} {'p50':>9} "
-             f"{'p99':>9} {'ratio':>7}", "-" * 120]
+    header = (f"{'figure':<36} {'p50':>9} {'p99':>9}   {'floor (same run)':<32} {'p50':>9} "
+              f"{'p99':>9} {'ratio':>7}")
+    lines = [header, "-" * 120]
     for name, w, base, b, ratio in rows:
         lines.append(f"{name:<36} {w['p50']:>9.1f} {w['p99']:>9.1f}   {base:<32} "
                      f"{b['p50']:>9.1f} {b['p99']:>9.1f} {ratio:>6.2f}x")
@@ -156,7 +158,7 @@ def table(r: dict[str, Any]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(prog="writ-bench")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
-    p.add_argument("--cold", type=int, default=int(os.environ.get("WRIT_BENCH_COLD", 20)))
+    p.add_argument("--cold", type=int, default=int(os.environ.get("WRIT_BENCH_COLD", "20")))
     p.add_argument("--reads", type=int, default=2000)
     p.add_argument("--out", default="bench-results.json")
     args = p.parse_args()

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except WritError as err:
         print(f"writ: {err.code}: {err.details}", file=sys.stderr)
         return EXIT_DENIED if err.code in ("PERMISSION_DENIED", "UNAUTHENTICATED") else 1
-    except Exception as exc:  # noqa: BLE001 - a person reads this, not a traceback
+    except Exception as exc:
         from .errors import BrokerError
 
         if isinstance(exc, BrokerError):

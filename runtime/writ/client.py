@@ -11,11 +11,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
-from ._proto import capabilities_pb2 as caps, control_pb2, control_pb2_grpc
+from ._proto import capabilities_pb2 as caps
+from ._proto import control_pb2, control_pb2_grpc
 
 
 class WritError(Exception):
@@ -50,13 +51,13 @@ def _target(address: str | Path) -> str:
 class Client:
     def __init__(self, address: str | Path, timeout: float | None = None) -> None:
         self.channel = grpc.insecure_channel(_target(address))
-        self.stub = control_pb2_grpc.ControlStub(self.channel)
+        self.stub = control_pb2_grpc.ControlStub(self.channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,16 +67,20 @@ class Client:
         try:
             return getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as err:
-            raise WritError(err.code().name, err.details() or "") from None  # type: ignore[attr-defined]
+            raise WritError(err.code().name, err.details() or "") from None
 
     def register_tool(self, manifest: caps.Manifest) -> control_pb2.ToolInfo:
-        return self._call("RegisterTool", control_pb2.RegisterToolRequest(manifest=manifest))
+        info: control_pb2.ToolInfo = self._call(
+            "RegisterTool", control_pb2.RegisterToolRequest(manifest=manifest))
+        return info
 
     def list_tools(self) -> list[control_pb2.ToolInfo]:
         return list(self._call("ListTools", control_pb2.ListToolsRequest()).tools)
 
     def mint_token(self, grant: caps.Grant, ttl_s: int = 0) -> control_pb2.MintTokenResponse:
-        return self._call("MintToken", control_pb2.MintTokenRequest(grant=grant, ttl_s=ttl_s))
+        resp: control_pb2.MintTokenResponse = self._call(
+            "MintToken", control_pb2.MintTokenRequest(grant=grant, ttl_s=ttl_s))
+        return resp
 
     def invoke_stream(self, tool: str, input: dict[str, Any] | str, token: str,
                       timeout: float | None = None) -> Iterator[control_pb2.InvokeEvent]:
@@ -84,7 +89,7 @@ class Client:
         try:
             yield from self.stub.Invoke(req, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise WritError(err.code().name, err.details() or "") from None  # type: ignore[attr-defined]
+            raise WritError(err.code().name, err.details() or "") from None
 
     def invoke(self, tool: str, input: dict[str, Any] | str, token: str,
                timeout: float | None = None) -> InvokeOutcome:

@@ -52,9 +52,10 @@ def ensure(wait_s: float = 60.0) -> None:
         _say("Docker engine answers")
         return
     _say(f"starting dockerd (log: {DOCKERD_LOG})")
-    log = open(DOCKERD_LOG, "ab")
-    subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                     start_new_session=True)  # outlives this process, like a service
+    with open(DOCKERD_LOG, "ab") as log:
+        # A new session: dockerd outlives this process, like a service would.
+        subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if answers(timeout=2):

@@ -98,7 +98,7 @@ def build_base_os(client: Any, say: Progress = _say) -> str:
                                stdout=subprocess.PIPE)
         assert tar.stdout is not None
         imp = subprocess.run(["docker", "import", "-", tag],
-                             stdin=tar.stdout, capture_output=True, text=True)
+                             stdin=tar.stdout, capture_output=True, text=True, check=False)
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise ImageBuildFailed("base-os", imp.stderr.strip() or "tar failed")

@@ -54,7 +54,7 @@ class FileSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._seq, self._head = 0, ""
         if path.exists():
-            count, problem = verify_chain(path)
+            _count, problem = verify_chain(path)
             if problem is not None:
                 # Appending to a broken chain would bury the evidence; refuse to start.
                 raise AuditUnavailable(f"{path} fails verification: {problem}")

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .._proto import audit_pb2, capabilities_pb2 as caps, control_pb2
+from .._proto import audit_pb2, control_pb2
+from .._proto import capabilities_pb2 as caps
 from ..core.policy import ToolCall, decide
-from ..core.tokens import UnverifiedToken, mint, bind
-from ..errors import (CaveatUnmet, InvalidArgument, LaunchFailed, BrokerError,
-                      PermissionDenied, ResourceExhausted, ToolNotFound)
+from ..core.tokens import UnverifiedToken, bind, mint
+from ..errors import (
+    BrokerError,
+    CaveatUnmet,
+    InvalidArgument,
+    LaunchFailed,
+    PermissionDenied,
+    ToolNotFound,
+)
 from ..launcher import LaunchSpec, effective_limits
 from ..launcher._seccomp import load_profile
 from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
 from ..manifests import check_grant, check_manifest
 from ..state import ToolRecord
 from .invocation import Invocation, Outcome
+
+log = logging.getLogger("writ.broker")
 
 if TYPE_CHECKING:
     from .server import Broker
@@ -179,9 +189,10 @@ class ControlService:
 
     async def _wait(self, inv: Invocation, container_id: str, timeout: float) -> Outcome:
         """The tool's Finish, or its exit without one, or its wall time running out."""
-        exited = asyncio.ensure_future(
+        exited: asyncio.Future[int] = asyncio.ensure_future(
             asyncio.to_thread(self.b.launcher.wait, container_id, timeout + 5))
-        done, _ = await asyncio.wait({inv.outcome, exited}, timeout=timeout,
+        waiting: set[asyncio.Future[Any]] = {inv.outcome, exited}
+        done, _ = await asyncio.wait(waiting, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if inv.outcome in done:
             outcome = inv.outcome.result()
@@ -216,5 +227,6 @@ class ControlService:
                                        error=None if outcome and outcome.ok else ev.reason)
         try:
             await self.b.record(ev)
-        except BrokerError:
-            pass  # the invocation is over; the failure is already logged by the sink
+        except BrokerError as err:
+            # The invocation is over and its container gone; nothing is left to refuse.
+            log.error("could not record the end of %s: %s", inv.id, err.details)

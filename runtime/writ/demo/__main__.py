@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..audit import read_records, verify_chain
-from ..client import Client, WritError
+from ..client import WritError
 from ..manifests import load_grant_file, load_manifest_file
 from ..testing import BrokerProcess, broker_process
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
-from docker.errors import APIError, ImageNotFound as DockerImageNotFound, NotFound
+from docker.errors import APIError, NotFound
+from docker.errors import ImageNotFound as DockerImageNotFound
 from docker.types import LogConfig, Mount
 
 from ..errors import HardeningMismatch, ImageNotFound, LaunchFailed

@@ -3,17 +3,15 @@ recorder and the audit fields that identify the caller."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from .._proto import audit_pb2
 from ..core.policy import Authority, Decision
 from ..errors import BrokerError
 
-
-class Recorder(Protocol):
-    async def __call__(self, event: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent: ...
+# Durably records one event and returns it with seq and hashes; raises AuditUnavailable.
+Recorder = Callable[[audit_pb2.AuditEvent], Awaitable[audit_pb2.AuditEvent]]
 
 
 @dataclass
@@ -41,7 +39,3 @@ class CallContext:
     async def record_error(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
         ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
         await self.record(ev)
-
-
-async def in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(fn, *args)

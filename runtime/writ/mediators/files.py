@@ -10,6 +10,7 @@ and files with more than one hard link are refused (a hard link can alias a file
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
@@ -22,9 +23,8 @@ from .._proto import capabilities_pb2 as caps
 from .._proto import tool_pb2
 from ..core.paths import clean_relpath
 from ..core.policy import FileAccess, decide
-from ..errors import (BrokerError, FailedPrecondition, FileMissing, InvalidArgument,
-                      PermissionDenied)
-from ._context import CallContext, in_thread
+from ..errors import BrokerError, FailedPrecondition, FileMissing, InvalidArgument, PermissionDenied
+from ._context import CallContext
 
 CHUNK = 256 * 1024
 MAX_LIST = 10_000
@@ -180,7 +180,7 @@ async def read_file(ctx: CallContext, workspaces: Workspaces,
         if not decision.allowed:
             await ctx.record_decision(ev, decision)
             decision.raise_if_denied()
-        fd, size = await in_thread(_open_regular, workspaces.get(ws_name), path)
+        fd, size = await asyncio.to_thread(_open_regular, workspaces.get(ws_name), path)
     except BrokerError as err:
         if not ev.decision:
             await ctx.record_error(ev, err)
@@ -189,10 +189,10 @@ async def read_file(ctx: CallContext, workspaces: Workspaces,
         start = min(req.offset, size)
         end = size if req.length == 0 else min(size, start + req.length)
         if decision.max_bytes and end - start > decision.max_bytes:
-            err = PermissionDenied(f"read of {end - start} bytes exceeds the rule's max_bytes "
-                                   f"of {decision.max_bytes}")
-            await ctx.record_error(ev, err)
-            raise err
+            over = PermissionDenied(f"read of {end - start} bytes exceeds the rule's max_bytes "
+                                    f"of {decision.max_bytes}")
+            await ctx.record_error(ev, over)
+            raise over
         await ctx.record_decision(ev, decision, end - start)  # record, then release bytes
         pos = start
         while pos < end:
@@ -216,7 +216,7 @@ async def list_dir(ctx: CallContext, workspaces: Workspaces,
         if not decision.allowed:
             await ctx.record_decision(ev, decision)
             decision.raise_if_denied()
-        entries = await in_thread(_list, workspaces.get(ws_name), path)
+        entries = await asyncio.to_thread(_list, workspaces.get(ws_name), path)
     except BrokerError as err:
         if not ev.decision:
             await ctx.record_error(ev, err)

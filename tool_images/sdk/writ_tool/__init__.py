@@ -12,5 +12,11 @@ invocation's broker socket, checked against the invocation's token.
 from . import files
 from ._broker import BrokerDenied, BrokerError, InvalidArgument, NotFound, PermissionDenied
 
-__all__ = ["files", "BrokerError", "BrokerDenied", "PermissionDenied", "NotFound",
-           "InvalidArgument"]
+__all__ = [
+           "BrokerDenied",
+           "BrokerError",
+           "InvalidArgument",
+           "NotFound",
+           "PermissionDenied",
+           "files",
+]

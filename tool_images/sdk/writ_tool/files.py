@@ -66,7 +66,7 @@ class _StreamReader(io.RawIOBase):
         return n
 
 
-def open(path: str, mode: str = "r", workspace: str = "",  # noqa: A001 - file-like API
+def open(path: str, mode: str = "r", workspace: str = "",
          encoding: str = "utf-8") -> io.IOBase:
     """Open a workspace file for streaming reads: ``with files.open("a.csv") as f:``.
 

@@ -39,7 +39,7 @@ def run(path: str) -> int:
         finish = tool_pb2.FinishRequest(
             error=tool_pb2.FinishError(code=err.code, message=err.message))
         code = 1
-    except Exception as exc:  # the tool's own bug: report it, do not hide it
+    except Exception as exc:  # noqa: BLE001 - the tool's own bug: report it, do not hide it
         traceback.print_exc()
         finish = tool_pb2.FinishRequest(
             error=tool_pb2.FinishError(code="TOOL_ERROR", message=f"{type(exc).__name__}: {exc}"))
