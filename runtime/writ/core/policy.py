@@ -198,6 +198,9 @@ def _decide_tool(authority: Authority, op: ToolCall) -> Decision:
 
 
 def _decide_file(authority: Authority, op: FileAccess) -> Decision:
+    # An op outside the enum is unclear: deny it (and never let FileOp.Name raise on it).
+    if op.op == caps.FILE_OP_UNSPECIFIED or op.op not in caps.FileOp.values():
+        return _deny(f"unknown file operation {op.op!r}")
     deciding = ""
     caps_seen: list[int] = []
     spoke = {"manifest": False, "grant": False}
