@@ -107,6 +107,10 @@ class UnverifiedToken:
         body = text[len(PREFIX):]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            # The decoder skips stray characters and ignores padding and trailing bits, so
+            # many texts decode alike; accept only the one canonical encoding.
+            if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != body:
+                raise ValueError("not canonical base64url")
             msg = token_pb2.Token.FromString(raw)
             blocks = tuple(token_pb2.TokenBlock.FromString(b) for b in msg.blocks)
         except (binascii.Error, ValueError, DecodeError):
