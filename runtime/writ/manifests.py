@@ -81,6 +81,10 @@ def _check_file_rules(rules: Any, where: str, need_workspace: bool) -> None:
             raise ManifestInvalid(f"{field}.ops: empty; list the operations (READ, LIST, ...)")
         if caps.FILE_OP_UNSPECIFIED in rule.ops:
             raise ManifestInvalid(f"{field}.ops: FILE_OP_UNSPECIFIED is not an operation")
+        # json_format accepts any integer for an open proto3 enum; refuse what we don't know.
+        for op in rule.ops:
+            if op not in caps.FileOp.values():
+                raise ManifestInvalid(f"{field}.ops: {op} is not an operation")
         if not rule.paths:
             raise ManifestInvalid(f"{field}.paths: empty; an empty list grants nothing")
         for j, glob in enumerate(rule.paths):
@@ -90,15 +94,16 @@ def _check_file_rules(rules: Any, where: str, need_workspace: bool) -> None:
 def _check_limits(limits: caps.Limits, where: str) -> None:
     for name in ("memory_mb", "cpus", "pids", "timeout_s", "tmp_mb"):
         value, ceiling = getattr(limits, name), getattr(MAX_LIMITS, name)
-        if value < 0 or value > ceiling:
+        # Written so that NaN (which YAML and json_format accept for a double) is refused.
+        if not 0 <= value <= ceiling:
             raise ManifestInvalid(f"{where}.limits.{name}: {value} is outside 0..{ceiling}")
 
 
 def check_manifest(m: caps.Manifest, what: str = "manifest") -> None:
-    if not TOOL_NAME.match(m.name):
+    if not TOOL_NAME.fullmatch(m.name):
         raise ManifestInvalid(f"{what}.name: {m.name!r} must be lowercase letters, digits and "
                               "dashes, starting with a letter")
-    if not IMAGE_REF.match(m.image):
+    if not IMAGE_REF.fullmatch(m.image):
         raise ManifestInvalid(f"{what}.image: {m.image!r} is not a local image reference")
     _check_file_rules(m.files, what, need_workspace=False)
     _check_limits(m.limits, what)
@@ -106,7 +111,7 @@ def check_manifest(m: caps.Manifest, what: str = "manifest") -> None:
 
 def check_grant(g: caps.Grant, what: str = "grant") -> None:
     for i, rule in enumerate(g.tools):
-        if not TOOL_NAME.match(rule.name):
+        if not TOOL_NAME.fullmatch(rule.name):
             raise ManifestInvalid(f"{what}.tools[{i}].name: {rule.name!r} is not a tool name")
     _check_file_rules(g.files, what, need_workspace=True)
     _check_limits(g.limits, what)
