@@ -23,7 +23,13 @@ def read_records(path: Path) -> Iterator[audit_pb2.AuditEvent]:
             if not line.strip():
                 continue
             try:
-                yield json_format.ParseDict(json.loads(line), audit_pb2.AuditEvent())
+                data = json.loads(line)
+                # ParseDict raises TypeError, not ParseError, on a bare JSON value.
+                if not isinstance(data, dict):
+                    # ValueError, not TypeError: reported below as an unparseable record.
+                    raise ValueError(  # noqa: TRY004
+                        f"expected a JSON object, got {type(data).__name__}")
+                yield json_format.ParseDict(data, audit_pb2.AuditEvent())
             except (ValueError, json_format.ParseError) as exc:
                 raise ValueError(f"{path}:{lineno}: unparseable audit record: {exc}") from None
 
