@@ -26,6 +26,15 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]{1,128})?$")
 def _parse(data: Any, message: Message, what: str) -> Any:
     if not isinstance(data, dict):
         raise ManifestInvalid(f"{what}: expected a mapping at the top level")
+    rules = data.get("files")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        ops = rule.get("ops") if isinstance(rule, dict) else None
+        for j, op in enumerate(ops if isinstance(ops, list) else []):
+            # YAML reads `yes`/`on` as true and protobuf would take that as READ (1):
+            # operations must be spelled by name.
+            if not isinstance(op, str):
+                raise ManifestInvalid(f"{what}.files[{i}].ops[{j}]: {op!r} is not an "
+                                      "operation name (READ, LIST, STAT, ...)")
     try:
         return json_format.ParseDict(data, message)
     except json_format.ParseError as exc:

@@ -727,3 +727,22 @@ def test_unknown_file_op_value_always_denies(op_value: int, ws: str, path: str) 
     d = decide(a, fa(ws, path, op_value), NOW)
     assert not d.allowed
     assert d.reason == f"unknown file operation {op_value}"
+
+
+# -- the workspace root --------------------------------------------------------------------
+ROOT_ROWS = [
+    Row("root-listed-by-doublestar", auth(grant(files=(frule("w", "**", caps.LIST, id="all"),))),
+        fa("w", "", caps.LIST), True, "LIST w:. allowed by all", "all"),
+    Row("root-not-covered-by-star", auth(grant(files=(frule("w", "*", caps.LIST),))),
+        fa("w", "", caps.LIST), False, "grant has no rule allowing LIST w:."),
+    Row("root-not-covered-by-folder-glob",
+        auth(grant(files=(frule("w", "reports/**", caps.LIST),))),
+        fa("w", "", caps.LIST), False, "grant has no rule allowing LIST w:."),
+    Row("top-level-entry-covered-by-star", auth(grant(files=(frule("w", "*", caps.READ, id="s"),))),
+        fa("w", "a.txt", caps.READ), True, "allowed by s", "s"),
+]
+
+
+@rows_param(ROOT_ROWS)
+def test_workspace_root(row: Row) -> None:
+    check(row)

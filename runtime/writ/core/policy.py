@@ -149,6 +149,10 @@ def _file_rule_matches(rule: caps.FileRule, op: FileAccess, in_manifest: bool) -
         return False
     if rule.workspace != op.workspace and not (in_manifest and rule.workspace == ""):
         return False
+    if op.path == "":
+        # The workspace root itself is only covered by "**": "*" means "any entry at the
+        # top level", not the folder that holds them.
+        return "**" in rule.paths
     return any(glob_regex(p).fullmatch(op.path) for p in rule.paths)
 
 
