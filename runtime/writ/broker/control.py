@@ -22,7 +22,7 @@ from ..errors import (
     PermissionDenied,
     ToolNotFound,
 )
-from ..launcher import LaunchSpec, effective_limits
+from ..launcher import Launched, LaunchSpec, effective_limits
 from ..launcher._seccomp import load_profile
 from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
 from ..manifests import check_grant, check_manifest
@@ -67,6 +67,22 @@ def _grant_limits(blocks: Any) -> caps.Limits:
             if v > 0 and (getattr(out, name) == 0 or v < getattr(out, name)):
                 setattr(out, name, v)
     return out
+
+
+async def _launched_anyway(launch: asyncio.Future[Launched]) -> str:
+    """The container a launch made after its caller was cancelled ("" if none).
+
+    A thread cannot be stopped: the launch runs on and would leave a running container
+    nobody removes. Wait for it, through further cancellations, so the caller can.
+    """
+    while not launch.done():
+        try:
+            await asyncio.wait({launch})
+        except asyncio.CancelledError:
+            continue
+    if launch.cancelled() or launch.exception() is not None:
+        return ""
+    return launch.result().container_id
 
 
 class ControlService:
@@ -162,7 +178,13 @@ class ControlService:
                      "WRIT_TOKEN": bind(unverified, inv_id, tool.name, int(time.time())),
                      "WRIT_INVOCATION": inv_id},
                 extra_labels=b.config.extra_labels)
-            launched = await asyncio.to_thread(b.launcher.launch, spec)
+            launch = asyncio.ensure_future(asyncio.to_thread(b.launcher.launch, spec))
+            try:
+                launched = await asyncio.shield(launch)
+            except asyncio.CancelledError:
+                # The agent went away mid-launch; the finally below removes what it made.
+                container_id = await _launched_anyway(launch)
+                raise
             container_id = launched.container_id
             b.state.update_invocation(inv_id, "running", container_id)
             inv.ready.set()  # verified: only now does the socket answer

@@ -46,7 +46,9 @@ _libc.syscall.restype = ctypes.c_long
 
 def openat2_beneath(root_fd: int, relpath: str, flags: int) -> int:
     """Open ``relpath`` strictly beneath ``root_fd``. Raises OSError with the kernel's errno."""
-    how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0, _RESOLVE)
+    # No O_NOFOLLOW: RESOLVE_NO_SYMLINKS already refuses a trailing symlink with ELOOP, while
+    # O_NOFOLLOW | O_DIRECTORY would answer ENOTDIR for one, hiding the link from ListDir.
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE)
     fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(root_fd), os.fsencode(relpath or "."),
                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
