@@ -82,11 +82,23 @@ def raw_socket(args):
         return _err(exc)
 
 
+def _flip_mac(token):
+    """Our token with one bit of its MAC flipped (the MAC is the last field serialized)."""
+    import base64
+
+    body = token[len("writ1."):]
+    raw = bytearray(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    raw[-1] ^= 0x01
+    return "writ1." + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
 def use_token(args):
-    """Talk to our own broker socket with a token the test supplies."""
+    """Talk to our own broker socket with a token the test supplies, or with our own token
+    forged (``forge_own``)."""
     from writ_tool import _broker, files
 
-    _broker.connect(os.environ["WRIT_SOCKET"], args["token"])
+    token = _flip_mac(os.environ["WRIT_TOKEN"]) if args.get("forge_own") else args["token"]
+    _broker.connect(os.environ["WRIT_SOCKET"], token)
     try:
         return {"text": files.read_text(args.get("path", "reports/q3.csv"))}
     except _broker.BrokerError as exc:
@@ -130,6 +142,11 @@ def env(args):
     return sorted(os.environ)
 
 
+def env_values(args):
+    """The whole environment, values included (token-containment tests)."""
+    return dict(os.environ)
+
+
 def sleep(args):
     time.sleep(args.get("seconds", 60))
     return {"slept": True}
@@ -157,8 +174,8 @@ def threads(args):
 
 
 ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths, caps,
-                                   raw_socket, use_token, read, listdir, read_loop, env, sleep,
-                                   exit_silently, threads)}
+                                   raw_socket, use_token, read, listdir, read_loop, env,
+                                   env_values, sleep, exit_silently, threads)}
 
 
 def main(args):
