@@ -15,9 +15,11 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from . import rulecheck
 from ._proto import capabilities_pb2 as caps
 from .errors import ManifestInvalid
 from .launcher._spec import MAX_LIMITS
+from .rulecheck import check_glob
 
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]{1,128})?$")
@@ -68,19 +70,6 @@ def load_grant_file(path: Path) -> caps.Grant:
     return parse_grant(load_yaml(path.read_text(), str(path)), str(path))
 
 
-def _check_glob(glob: str, field: str) -> None:
-    if not glob:
-        raise ManifestInvalid(f"{field}: empty path pattern")
-    if glob.startswith("/"):
-        raise ManifestInvalid(f"{field}: {glob!r} is absolute; patterns are relative to the "
-                              "workspace root")
-    if "\x00" in glob or any(seg in (".", "..", "") for seg in glob.split("/")):
-        raise ManifestInvalid(f"{field}: {glob!r} contains an empty, '.' or '..' segment")
-    for seg in glob.split("/"):
-        if "**" in seg and seg != "**":
-            raise ManifestInvalid(f"{field}: '**' must be a whole segment in {glob!r}")
-
-
 def _check_file_rules(rules: Any, where: str, need_workspace: bool) -> None:
     for i, rule in enumerate(rules):
         field = f"{where}.files[{i}]"
@@ -97,7 +86,7 @@ def _check_file_rules(rules: Any, where: str, need_workspace: bool) -> None:
         if not rule.paths:
             raise ManifestInvalid(f"{field}.paths: empty; an empty list grants nothing")
         for j, glob in enumerate(rule.paths):
-            _check_glob(glob, f"{field}.paths[{j}]")
+            check_glob(glob, f"{field}.paths[{j}]")
 
 
 def _check_limits(limits: caps.Limits, where: str) -> None:
@@ -115,6 +104,8 @@ def check_manifest(m: caps.Manifest, what: str = "manifest") -> None:
     if not IMAGE_REF.fullmatch(m.image):
         raise ManifestInvalid(f"{what}.image: {m.image!r} is not a local image reference")
     _check_file_rules(m.files, what, need_workspace=False)
+    rulecheck.check_net(m.net, what)
+    rulecheck.check_pay(m.pay, what)
     _check_limits(m.limits, what)
 
 
@@ -122,7 +113,10 @@ def check_grant(g: caps.Grant, what: str = "grant") -> None:
     for i, rule in enumerate(g.tools):
         if not TOOL_NAME.fullmatch(rule.name):
             raise ManifestInvalid(f"{what}.tools[{i}].name: {rule.name!r} is not a tool name")
+        rulecheck.check_args(rule, f"{what}.tools[{i}]")
     _check_file_rules(g.files, what, need_workspace=True)
+    rulecheck.check_net(g.net, what)
+    rulecheck.check_pay(g.pay, what)
     _check_limits(g.limits, what)
     if g.expires_at and g.not_before and g.expires_at <= g.not_before:
         raise ManifestInvalid(f"{what}.expires_at: not after not_before")

@@ -5,26 +5,34 @@ stack of layers (the tool's manifest, the user's grant, every attenuation); an o
 is allowed only when every layer that speaks to its kind has a rule allowing it. Anything
 unclear denies: an unknown operation type, a layer with no matching rule, a grant that is
 not yet valid or has expired. The function does no I/O and reads no clock.
+
+Stateful limits (call counts, byte and spend budgets) cannot be judged without state, so
+an allowed decision lists the ``charges`` the caller must reserve atomically (budgets.py)
+before acting; one exhausted charge turns the decision into a denial there.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._proto import capabilities_pb2 as caps
 from .._proto import token_pb2
 from ..errors import PermissionDenied
+from .matchers import check_args, glob_regex, host_matches, path_matches, port_allowed
+
+__all__ = ["Authority", "Charge", "Decision", "FileAccess", "Layer", "NetRequest", "Operation",
+           "Payment", "ToolCall", "decide", "glob_regex"]
 
 
 # -- operations ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ToolCall:
-    """Invoking a registered tool."""
+    """Invoking a registered tool with a JSON object as input."""
 
     tool: str
+    args: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"invoke tool {self.tool!r}"
@@ -39,19 +47,59 @@ class FileAccess:
     op: int  # caps.FileOp value
 
     def describe(self) -> str:
-        return f"{caps.FileOp.Name(self.op)} {self.workspace}:{self.path or '.'}"
+        name = caps.FileOp.Name(self.op) if self.op in caps.FileOp.values() else str(self.op)
+        return f"{name} {self.workspace}:{self.path or '.'}"
 
 
-Operation = ToolCall | FileAccess
+@dataclass(frozen=True)
+class NetRequest:
+    """One HTTP request; host lower-case and IDNA-encoded, path starting with "/"."""
+
+    scheme: str
+    host: str
+    port: int
+    method: str
+    path: str
+
+    def describe(self) -> str:
+        return f"{self.method} {self.scheme}://{self.host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """Moving ``amount`` minor units of ``currency`` to ``payee``."""
+
+    payee: str
+    amount: int
+    currency: str
+
+    def describe(self) -> str:
+        return f"pay {self.amount} {self.currency} (minor units) to {self.payee!r}"
+
+
+Operation = ToolCall | FileAccess | NetRequest | Payment
 
 
 # -- decisions -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Charge:
+    """A budget the caller must reserve before acting. ``key`` names the counter (the
+    layer's block id, the rule and the kind); ``kind`` says what amount to reserve:
+    calls, requests, payments (1 each), read_bytes, net_bytes, spend (the operation's)."""
+
+    key: str
+    kind: str
+    cap: int
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str
     rule: str = ""            # id of the grant rule that allowed it, "" on deny
     max_bytes: int = 0        # for reads: the tightest byte cap of the matching rules (0: none)
+    charges: tuple[Charge, ...] = ()
+    needs_approval: bool = False
 
     def raise_if_denied(self) -> None:
         if not self.allowed:
@@ -66,19 +114,29 @@ def _deny(reason: str) -> Decision:
 @dataclass(frozen=True)
 class Layer:
     """One source of authority. ``tools`` is None for a manifest (it is one tool's ceiling
-    and does not speak to which tools may run)."""
+    and does not speak to which tools may run); ``block_id`` names a grant layer's budget
+    counters ("" for a manifest, which keeps no budgets)."""
 
     name: str
     files: tuple[caps.FileRule, ...]
     tools: tuple[caps.ToolRule, ...] | None
+    net: tuple[caps.NetRule, ...] = ()
+    pay: tuple[caps.PayRule, ...] = ()
+    block_id: str = ""
 
     @classmethod
-    def of_grant(cls, name: str, grant: caps.Grant) -> Layer:
-        return cls(name, tuple(grant.files), tuple(grant.tools))
+    def of_grant(cls, name: str, grant: caps.Grant, block_id: str = "") -> Layer:
+        return cls(name, tuple(grant.files), tuple(grant.tools), tuple(grant.net),
+                   tuple(grant.pay), block_id)
 
     @classmethod
     def of_manifest(cls, manifest: caps.Manifest) -> Layer:
-        return cls(f"manifest of {manifest.name!r}", tuple(manifest.files), None)
+        return cls(f"manifest of {manifest.name!r}", tuple(manifest.files), None,
+                   tuple(manifest.net), tuple(manifest.pay))
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.tools is None
 
 
 @dataclass(frozen=True)
@@ -100,7 +158,8 @@ class Authority:
         for i, block in enumerate(blocks):
             if block.HasField("grant"):
                 g = block.grant
-                layers.append(Layer.of_grant("grant" if i == 0 else f"attenuation {i}", g))
+                name = "grant" if i == 0 else f"attenuation {i}"
+                layers.append(Layer.of_grant(name, g, block.id.hex()))
                 not_before = max(not_before, g.not_before)
                 if g.expires_at:
                     expires = g.expires_at if not expires else min(expires, g.expires_at)
@@ -116,46 +175,14 @@ class Authority:
         """Workspaces every grant-type layer names (where the agent's files live)."""
         named: set[str] | None = None
         for layer in self.layers:
-            if layer.tools is None:
+            if layer.is_manifest:
                 continue
             ws = {r.workspace for r in layer.files}
             named = ws if named is None else named & ws
         return named or set()
 
 
-# -- matching ------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`*` and `?` stay within a segment; a `**` segment spans zero or more segments."""
-    parts = []
-    segments = pattern.split("/")
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        rx = "".join("[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
-                     for ch in seg)
-        parts.append(rx if last else rx + "/")
-    body = "".join(parts)
-    # "a/**" also matches "a" itself: the folder and everything beneath it.
-    if len(segments) > 1 and segments[-1] == "**":
-        body = body[: -len("/.*")] + "(?:/.*)?" if body.endswith("/.*") else body
-    return re.compile(body)
-
-
-def _file_rule_matches(rule: caps.FileRule, op: FileAccess, in_manifest: bool) -> bool:
-    if op.op not in rule.ops:
-        return False
-    if rule.workspace != op.workspace and not (in_manifest and rule.workspace == ""):
-        return False
-    if op.path == "":
-        # The workspace root itself is only covered by "**": "*" means "any entry at the
-        # top level", not the folder that holds them.
-        return "**" in rule.paths
-    return any(glob_regex(p).fullmatch(op.path) for p in rule.paths)
-
-
+# -- the decision --------------------------------------------------------------------------
 def _rule_id(kind: str, index: int, rule_id: str) -> str:
     return rule_id or f"{kind}[{index}]"
 
@@ -165,12 +192,12 @@ def decide(authority: Authority, op: Operation, now: float) -> Decision:
 
     Args:
         authority: layers from manifest, grant and attenuations.
-        op: a ToolCall or FileAccess; any other type is denied.
+        op: a ToolCall, FileAccess, NetRequest or Payment; any other type is denied.
         now: the caller's clock, unix seconds.
 
     Returns:
-        Decision: allowed with the deciding grant rule, or denied naming the layer that
-        refused and why.
+        Decision: allowed with the deciding grant rule and the budgets to reserve, or
+        denied naming the layer that refused and why.
     """
     if authority.not_before and now < authority.not_before:
         return _deny(f"grant is not valid before {authority.not_before}")
@@ -178,46 +205,132 @@ def decide(authority: Authority, op: Operation, now: float) -> Decision:
         return _deny("grant has no expiry; refusing an unbounded grant")
     if now >= authority.expires_at:
         return _deny(f"grant expired at {authority.expires_at}")
-    if isinstance(op, ToolCall):
-        return _decide_tool(authority, op)
-    if isinstance(op, FileAccess):
-        return _decide_file(authority, op)
-    return _deny(f"unknown operation type {type(op).__name__}")
+    handler = _HANDLERS.get(type(op))
+    if handler is None:
+        return _deny(f"unknown operation type {type(op).__name__}")
+    return handler(authority, op)
 
 
-def _decide_tool(authority: Authority, op: ToolCall) -> Decision:
-    deciding = ""
-    spoke = False
+# Each kind: does a rule allow the operation? None: yes. Otherwise a refusal detail worth
+# showing (a rule about this tool whose arguments fail), or "" when the rule is simply
+# about something else (another tool, host or path).
+Matcher = Callable[[Any, Any, bool], str | None]
+
+
+def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
+                 budget: Callable[[Any], list[tuple[str, int]]]) -> Decision:
+    """The common walk: every speaking layer needs a matching rule; manifests speak to
+    files, net and pay but not tools; collect the grant layers' budgets."""
+    deciding, reasons = "", []
+    charges: list[Charge] = []
+    spoke_grant = False
+    caps_seen: list[int] = []
+    approval = False
     for layer in authority.layers:
-        if layer.tools is None:
-            continue
-        spoke = True
-        hit = next((i for i, r in enumerate(layer.tools) if r.name == op.tool), None)
+        rules = getattr(layer, kind)
+        if rules is None:
+            continue  # a manifest does not speak to which tools may run
+        spoke_grant = spoke_grant or not layer.is_manifest
+        hit, detail = None, ""
+        for i, rule in enumerate(rules):
+            refusal = match(rule, op, layer.is_manifest)
+            if refusal is None:
+                hit = i
+                break
+            detail = detail or refusal
         if hit is None:
-            return _deny(f"{layer.name} does not allow {op.describe()}")
-        deciding = deciding or _rule_id(f"{layer.name}.tools", hit, layer.tools[hit].id)
-    if not spoke:
-        return _deny("no grant speaks to tool invocation")
-    return Decision(True, f"{op.describe()} allowed by {deciding}", deciding)
+            verb = "does not allow" if kind == "tools" else "has no rule allowing"
+            why = f": {detail}" if detail else ""
+            return _deny(f"{layer.name} {verb} {op.describe()}{why}")
+        rule = rules[hit]
+        rid = _rule_id(f"{layer.name}.{kind}", hit, rule.id)
+        if kind == "files":
+            # Conservative: the tightest per-read cap of every rule that matches.
+            caps_seen += [r.max_bytes for r in rules[hit:]
+                          if r.max_bytes and match(r, op, layer.is_manifest) is None]
+        if kind == "pay":
+            approval = approval or rule.approval_always or (
+                0 < rule.approval_above < op.amount)
+        if not layer.is_manifest:
+            deciding = deciding or rid
+            charges += [Charge(f"{layer.block_id}/{rid}/{k}", k, cap)
+                        for k, cap in budget(rule) if cap > 0]
+        reasons.append(rid)
+    if not spoke_grant:
+        return _deny("no grant speaks to tool invocation" if kind == "tools"
+                     else f"no grant allows {op.describe()}")
+    reason = f"{op.describe()} allowed by {deciding}"
+    if approval:
+        reason += " (needs a person's approval)"
+    return Decision(True, reason, deciding, min(caps_seen) if caps_seen else 0,
+                    tuple(charges), approval)
 
 
-def _decide_file(authority: Authority, op: FileAccess) -> Decision:
+def _match_tool(rule: caps.ToolRule, op: ToolCall, _manifest: bool) -> str | None:
+    if rule.name != op.tool:
+        return ""
+    return check_args(rule, dict(op.args)) or None
+
+
+def _match_file(rule: caps.FileRule, op: FileAccess, in_manifest: bool) -> str | None:
+    if op.op not in rule.ops:
+        return ""
+    if rule.workspace != op.workspace and not (in_manifest and rule.workspace == ""):
+        return ""
+    return None if path_matches(rule.paths, op.path) else ""
+
+
+def _match_net(rule: caps.NetRule, op: NetRequest, _manifest: bool) -> str | None:
+    if not host_matches(rule.host, op.host):
+        return ""
+    if op.scheme not in rule.schemes:
+        return f"scheme {op.scheme!r} is not allowed for {rule.host}"
+    if not port_allowed(rule, op.scheme, op.port):
+        return f"port {op.port} is not allowed for {rule.host}"
+    if op.method not in rule.methods:
+        return f"method {op.method} is not allowed for {rule.host}"
+    if not any(op.path.startswith(p) for p in rule.path_prefixes):
+        return f"path {op.path!r} is outside the allowed prefixes for {rule.host}"
+    return None
+
+
+def _match_pay(rule: caps.PayRule, op: Payment, _manifest: bool) -> str | None:
+    if op.payee not in rule.payees:
+        return f"payee {op.payee!r} is not allowed"
+    if op.currency != rule.currency:
+        return f"currency must be {rule.currency}"
+    if op.amount > rule.max_per_payment:
+        return f"amount exceeds the per-payment maximum of {rule.max_per_payment}"
+    return None
+
+
+def _decide_tool(a: Authority, op: Any) -> Decision:
+    return _decide_kind(a, op, "tools", _match_tool, lambda r: [("calls", r.max_calls)])
+
+
+def _decide_file(a: Authority, op: Any) -> Decision:
     # An op outside the enum is unclear: deny it (and never let FileOp.Name raise on it).
     if op.op == caps.FILE_OP_UNSPECIFIED or op.op not in caps.FileOp.values():
         return _deny(f"unknown file operation {op.op!r}")
-    deciding = ""
-    caps_seen: list[int] = []
-    spoke = {"manifest": False, "grant": False}
-    for layer in authority.layers:
-        in_manifest = layer.tools is None
-        spoke["manifest" if in_manifest else "grant"] = True
-        hits = [i for i, r in enumerate(layer.files) if _file_rule_matches(r, op, in_manifest)]
-        if not hits:
-            return _deny(f"{layer.name} has no rule allowing {op.describe()}")
-        caps_seen += [layer.files[i].max_bytes for i in hits if layer.files[i].max_bytes]
-        if not in_manifest and not deciding:
-            deciding = _rule_id(f"{layer.name}.files", hits[0], layer.files[hits[0]].id)
-    if not spoke["grant"]:
-        return _deny(f"no grant allows {op.describe()}")
-    limit = min(caps_seen) if caps_seen else 0
-    return Decision(True, f"{op.describe()} allowed by {deciding}", deciding, limit)
+    budget = (lambda r: [("read_bytes", r.read_budget_bytes)]) if op.op == caps.READ else (
+        lambda r: [])
+    return _decide_kind(a, op, "files", _match_file, budget)
+
+
+def _decide_net(a: Authority, op: Any) -> Decision:
+    return _decide_kind(a, op, "net", _match_net,
+                        lambda r: [("requests", r.max_requests), ("net_bytes", r.max_bytes)])
+
+
+def _decide_pay(a: Authority, op: Any) -> Decision:
+    # Money is integers in minor units: anything else is unclear and denied.
+    if isinstance(op.amount, bool) or not isinstance(op.amount, int) or op.amount <= 0:
+        return _deny(f"amount {op.amount!r} is not a positive integer of minor units")
+    return _decide_kind(a, op, "pay", _match_pay,
+                        lambda r: [("spend", r.budget), ("payments", r.max_count)])
+
+
+_HANDLERS: dict[type, Callable[[Authority, Any], Decision]] = {
+    ToolCall: _decide_tool, FileAccess: _decide_file, NetRequest: _decide_net,
+    Payment: _decide_pay,
+}
