@@ -69,6 +69,16 @@ class CaveatUnmet(BrokerError):
     code = "PERMISSION_DENIED"
 
 
+class AttenuationWidens(BrokerError):
+    """A genuine token with a block that tries to widen an earlier one: refused whole."""
+
+    code = "PERMISSION_DENIED"
+
+
+class TokenRevoked(CaveatUnmet):
+    """The token, or a token it was narrowed from, was revoked."""
+
+
 # -- policy --------------------------------------------------------------------------------
 class PermissionDenied(BrokerError):
     code = "PERMISSION_DENIED"

@@ -34,7 +34,7 @@ from writ.core.tokens import (
     encode,
     mint,
 )
-from writ.errors import BrokerError, CaveatUnmet, TokenInvalid
+from writ.errors import AttenuationWidens, BrokerError, CaveatUnmet, TokenInvalid
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "token_v1.json").read_text())
 NOW = 1_700_000_000
@@ -211,7 +211,8 @@ def _drop_attenuation_keep_root_mac(text: str) -> str:
 ONE_BLOCK = minted()
 NARROW = caps.Grant(files=[caps.FileRule(workspace="demo", paths=["reports/q3.csv"],
                                          ops=[caps.READ])], expires_at=NOW + 60)
-THREE_BLOCKS = attenuated(NARROW, caps.Grant(tools=[caps.ToolRule(name="read-file")]))
+# Block 2 is empty: trivially within block 1, and it allows nothing at all.
+THREE_BLOCKS = attenuated(NARROW, caps.Grant())
 BOUND = bind(UnverifiedToken.parse(ONE_BLOCK), "inv-1", "read-file", NOW)
 
 
@@ -415,9 +416,32 @@ def test_attenuation_of_attenuation() -> None:
 
 def test_attenuation_cannot_extend_expiry() -> None:
     later = caps.Grant(tools=[caps.ToolRule(name="read-file")], expires_at=EXP + 10**6)
-    a = verify(attenuated(later)).authority()
-    assert a.expires_at == EXP
-    assert not decide(a, ToolCall("read-file"), EXP).allowed
+    with pytest.raises(AttenuationWidens) as info:
+        verify(attenuated(later))
+    assert info.value.details == (f"token block 1 widens its parent: expires_at {EXP + 10**6} "
+                                  f"is after its parent's {EXP}")
+
+
+def test_attenuation_adding_a_tool_is_refused() -> None:
+    only_read = caps.Grant(tools=[caps.ToolRule(name="read-file")])
+    more = caps.Grant(tools=[caps.ToolRule(name="read-file"), caps.ToolRule(name="shell")])
+    with pytest.raises(AttenuationWidens) as info:
+        verify(attenuated(only_read, more))
+    assert info.value.details == ("token block 2 widens its parent: tools[1] is not within "
+                                  "the grant")
+    word_count = caps.Grant(tools=[caps.ToolRule(name="word-count")])
+    with pytest.raises(AttenuationWidens) as info:
+        verify(attenuated(only_read, word_count))  # in the grant, but not in attenuation 1
+    assert info.value.details == ("token block 2 widens its parent: tools[0] is not within "
+                                  "attenuation 1")
+
+
+def test_attenuation_widening_a_path_is_refused() -> None:
+    wider = caps.Grant(files=[caps.FileRule(workspace="demo", paths=["**"], ops=[caps.READ])])
+    with pytest.raises(AttenuationWidens) as info:
+        verify(attenuated(wider))
+    assert info.value.details == ("token block 1 widens its parent: files[0] is not within the "
+                                  "grant: path '**' is not within ['reports/**']")
 
 
 # -- binding -------------------------------------------------------------------------------
@@ -511,7 +535,10 @@ def test_attenuation_never_widens_allowed_ops(root: caps.Grant, chain: list[Any]
         parsed = UnverifiedToken.parse(text)
         text = (bind(parsed, link, "t", NOW) if isinstance(link, str)
                 else parsed.attenuate(narrowing(link)))
-    after = verify(text).authority()
+    try:
+        after = verify(text).authority()
+    except AttenuationWidens:
+        return  # refused whole: nothing widened
     for op in UNIVERSE:
         d_after, d_before = decide(after, op, NOW), decide(before, op, NOW)
         if d_after.allowed:

@@ -27,7 +27,8 @@ from google.protobuf.message import DecodeError
 
 from .._proto import capabilities_pb2 as caps
 from .._proto import token_pb2
-from ..errors import BrokerError, CaveatUnmet, TokenInvalid
+from ..errors import AttenuationWidens, BrokerError, CaveatUnmet, TokenInvalid
+from .attenuation import widening
 from .policy import Authority
 
 PREFIX = "writ1."
@@ -68,6 +69,11 @@ class VerifiedToken:
     @property
     def grant(self) -> caps.Grant:
         return self.blocks[0].grant
+
+    @property
+    def block_ids(self) -> tuple[str, ...]:
+        """Hex ids of every block: revoking any of them revokes this token."""
+        return tuple(b.id.hex() for b in self.blocks)
 
     def authority(self, manifest: caps.Manifest | None = None) -> Authority:
         return Authority.from_blocks(self.blocks, manifest)
@@ -146,6 +152,15 @@ class UnverifiedToken:
         # Constant-time compare: a timing oracle on the MAC would allow forgery.
         if not hmac.compare_digest(mac, self._msg.mac):
             raise TokenInvalid("token signature does not verify: forged or altered")
+        if not self._blocks[0].HasField("grant"):
+            raise TokenInvalid("malformed token: the root block holds no grant")
+        grants = [self._blocks[0].grant]
+        for i, block in enumerate(self._blocks[1:], 1):
+            if block.HasField("grant"):
+                problem = widening(grants, block.grant)
+                if problem:
+                    raise AttenuationWidens(f"token block {i} widens its parent: {problem}")
+                grants.append(block.grant)
         return VerifiedToken(self.token_id, self.grant_id, self._blocks)
 
     def attenuate(self, block: token_pb2.TokenBlock) -> str:
@@ -176,6 +191,12 @@ def mint(keyring: Keyring, grant: caps.Grant, issued_at: int) -> tuple[str, str]
     key_id, key = keyring.sealing_key()
     msg = token_pb2.Token(version=VERSION, key_id=key_id, blocks=[raw], mac=_mac(key, raw))
     return encode(msg), block.id.hex()
+
+
+def attenuate(token: UnverifiedToken, grant: caps.Grant, issued_at: int) -> str:
+    """Narrow a token offline: append ``grant`` as one more layer. Needs no key; the
+    broker refuses the result at verification if the block widens anything."""
+    return token.attenuate(token_pb2.TokenBlock(issued_at=issued_at, grant=grant))
 
 
 def bind(token: UnverifiedToken, invocation_id: str, tool: str, issued_at: int) -> str:
