@@ -214,11 +214,24 @@ def test_token_whose_grant_lacks_the_tool_cannot_invoke_it(broker: RunningBroker
 def test_attenuation_dropping_the_tool_cannot_invoke_it(broker: RunningBroker,
                                                         probe_token: str,
                                                         before: Snapshot) -> None:
-    # The holder narrows offline to "no tools"; appending a block can only take away.
+    # The holder narrows offline to "no tools at all"; every block is one more layer.
     narrowed = UnverifiedToken.parse(probe_token).attenuate(
-        token_pb2.TokenBlock(grant=caps.Grant(tools=[caps.ToolRule(name="word-count")])))
+        token_pb2.TokenBlock(grant=caps.Grant()))
     err = invoke_refused(broker, narrowed)
     message = "attenuation 1 does not allow invoke tool 'probe'"
+    assert (err.code, err.details) == ("PERMISSION_DENIED", message)
+    assert row(refused_once(broker, before)) == (
+        "tool.invoke", "DENY", "probe", "PERMISSION_DENIED", message)
+
+
+def test_attenuation_adding_a_tool_is_refused(broker: RunningBroker, probe_token: str,
+                                              before: Snapshot) -> None:
+    # Anyone can append a block without a key; one that reaches past the grant is refused
+    # whole, not merely ignored.
+    widened = UnverifiedToken.parse(probe_token).attenuate(
+        token_pb2.TokenBlock(grant=caps.Grant(tools=[caps.ToolRule(name="word-count")])))
+    err = invoke_refused(broker, widened)
+    message = "token block 1 widens its parent: tools[0] is not within the grant"
     assert (err.code, err.details) == ("PERMISSION_DENIED", message)
     assert row(refused_once(broker, before)) == (
         "tool.invoke", "DENY", "probe", "PERMISSION_DENIED", message)
