@@ -10,7 +10,6 @@ and time, and the container gone when the invocation is.
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 import pytest
@@ -240,4 +239,4 @@ def test_container_is_removed_after_a_successful_invocation(broker: RunningBroke
     assert docker_client.containers.list(all=True, filters={"id": out.container_id}) == []
     assert exit_record(broker, seq, out.invocation_id) == (
         "tool.exit", "ALLOW", "probe", "OK", "finished with a result")
-    assert os.path.exists(broker.config.run_dir / out.invocation_id) is False
+    assert not (broker.config.run_dir / out.invocation_id).exists()  # socket dir gone too
