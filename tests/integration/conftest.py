@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import TEST_LABEL, TEST_RUN_ID
 from writ import images
-from writ._proto import audit_pb2, capabilities_pb2 as caps
+from writ._proto import audit_pb2
+from writ._proto import capabilities_pb2 as caps
 from writ.audit import read_records
 from writ.broker.server import Broker, BrokerConfig
 from writ.client import Client
 from writ.manifests import parse_grant, parse_manifest
+
+from tests.conftest import TEST_LABEL, TEST_RUN_ID
 
 HERE = Path(__file__).resolve().parent
 PROBE_IMAGE = "writ-tool/probe:latest"

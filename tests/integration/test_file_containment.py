@@ -145,11 +145,11 @@ def test_unix_socket_file_is_not_read(broker: RunningBroker, probe_token: str,
     try:
         sock.bind(str(ws / "reports/sock-1"))
         seq = broker.last_seq()
-        message = "reports/sock-1: cannot open (No such device or address)"
-        assert read(broker, probe_token, "reports/sock-1") == denied("FAILED_PRECONDITION",
+        message = "reports/sock-1: not a regular file (FIFO, device or socket)"
+        assert read(broker, probe_token, "reports/sock-1") == denied("PERMISSION_DENIED",
                                                                      message)
         assert file_records(broker, seq) == [
-            ("file.read", "DENY", "demo:reports/sock-1", "FAILED_PRECONDITION", message)]
+            ("file.read", "DENY", "demo:reports/sock-1", "PERMISSION_DENIED", message)]
     finally:
         sock.close()
 

@@ -186,3 +186,25 @@ def test_agent_deadline_during_launch_leaves_no_container(broker: RunningBroker,
     # Give a launch that outlived the call time to finish, then look.
     time.sleep(3)
     _assert_cancelled_and_cleaned(broker, docker_client, seq, inv)
+
+
+def test_process_check_refuses_a_host_bind_mount(docker_client: Any, base_image: str,
+                                                 tmp_path: Any) -> None:
+    """The post-start check reads what the process really sees (/proc/<pid>/mountinfo): a
+    host directory mounted by any means, here a bind Docker was asked for directly, is
+    refused even though the config check was bypassed."""
+    from writ.errors import HardeningMismatch
+    from writ.launcher import Launcher
+
+    c = docker_client.containers.run(
+        base_image, ["sleep", "30"], detach=True, network_mode="none",
+        volumes={str(tmp_path): {"bind": "/data", "mode": "ro"}},
+        labels={TEST_LABEL: TEST_RUN_ID})
+    try:
+        c.reload()
+        with pytest.raises(HardeningMismatch) as info:
+            Launcher._verify_mounts(int(c.attrs["State"]["Pid"]), c.id)
+        assert info.value.field == "mount /data"
+        assert "no host mount" in info.value.details
+    finally:
+        c.remove(force=True)

@@ -25,6 +25,10 @@ from ..errors import HardeningMismatch, ImageNotFound, LaunchFailed
 from ..retry import DOCKERD_TRANSIENT
 from ._spec import LABEL_BROKER, LABEL_MANAGED, SOCKET_MOUNT, TOOL_USER, LaunchSpec
 
+# Filesystems without host data: kernel views and memory-backed mounts.
+VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
+DOCKER_ETC_FILES = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
+
 
 @dataclass(frozen=True)
 class Launched:
@@ -144,7 +148,29 @@ class Launcher:
         uids = status.get("Uid", "").split()
         if not uids or "0" in uids:
             raise HardeningMismatch("/proc/<pid>/status Uid", "non-root", status.get("Uid"))
+        self._verify_mounts(pid, container.id)
         return pid
+
+    @staticmethod
+    def _verify_mounts(pid: int, container_id: str) -> None:
+        """What the process actually sees: no filesystem from a host device except the
+        read-only socket dir and the three per-container files Docker always writes
+        (/etc/hosts, /etc/hostname, /etc/resolv.conf, from this container's own dir)."""
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                rows = [line.split() for line in f]
+        except OSError as exc:
+            raise LaunchFailed("verify", f"cannot read /proc/{pid}/mountinfo: {exc}") from None
+        for row in rows:
+            root, target, options = row[3], row[4], row[5].split(",")
+            fstype = row[row.index("-") + 1]
+            if fstype in VIRTUAL_FS or (target == "/" and fstype == "overlay"):
+                continue
+            if target == SOCKET_MOUNT and "ro" in options:
+                continue
+            if target in DOCKER_ETC_FILES and f"/containers/{container_id}/" in root:
+                continue
+            raise HardeningMismatch(f"mount {target}", "no host mount", f"{fstype} {root}")
 
     # -- life after launch ---------------------------------------------------------------
     def wait(self, container_id: str, timeout: float) -> int:

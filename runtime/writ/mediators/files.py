@@ -59,6 +59,8 @@ def openat2_beneath(root_fd: int, relpath: str, flags: int) -> int:
 
 def _os_error(exc: OSError, path: str) -> BrokerError:
     shown = path or "."
+    if exc.errno == errno.ENXIO:  # opening a Unix socket file
+        return PermissionDenied(f"{shown}: not a regular file (FIFO, device or socket)")
     if exc.errno == errno.ENOENT:
         return FileMissing(f"{shown}: no such file or directory")
     if exc.errno == errno.ELOOP:
