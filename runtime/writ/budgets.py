@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core.policy import Charge
+from .errors import PermissionDenied
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -72,6 +73,21 @@ class Budgets:
                 cur.execute("ROLLBACK")
                 raise
         return None
+
+    def charge(self, charges: Iterable[Charge], **by_kind: int) -> list[Reservation]:
+        """Reserve a decision's charges with this operation's amounts (calls=1,
+        read_bytes=n, ...), all or none; returns what to ``release`` if the operation then
+        does not happen.
+
+        Raises:
+            PermissionDenied: a budget would pass its cap; nothing was reserved.
+        """
+        items = amounts(charges, **by_kind)
+        over = self.reserve(items)
+        if over is not None:
+            used = self.used([over.key])[over.key]
+            raise PermissionDenied(exhausted_reason(over, used))
+        return items
 
     def release(self, items: Sequence[Reservation]) -> None:
         """Give back a reservation whose operation did not happen."""

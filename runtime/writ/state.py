@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS tools (
   name TEXT PRIMARY KEY, image TEXT NOT NULL, image_id TEXT NOT NULL,
   manifest TEXT NOT NULL, registered_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revocations (
+  block_id TEXT PRIMARY KEY, revoked_at TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS invocations (
   id TEXT PRIMARY KEY, tool TEXT NOT NULL, token_id TEXT NOT NULL, grant_id TEXT NOT NULL,
   container_id TEXT, status TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
@@ -76,6 +78,27 @@ class State:
                 rows = self._db.execute("SELECT key_id, secret, current FROM keys").fetchall()
         current = next(r[0] for r in rows if r[2])
         return Keyring({r[0]: bytes(r[1]) for r in rows}, current)
+
+    def rotate_key(self) -> Keyring:
+        """Add a fresh key and make it the one that seals; the old keys keep verifying."""
+        with self._lock:
+            key_id = "k" + secrets.token_hex(4)
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE keys SET current=0")
+            self._db.execute("INSERT INTO keys VALUES (?, ?, ?, 1)",
+                             (key_id, secrets.token_bytes(32), now_rfc3339()))
+            self._db.execute("COMMIT")
+        return self.keyring()
+
+    # -- revocation ----------------------------------------------------------------------
+    def revoke(self, block_id: str, reason: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO revocations VALUES (?, ?, ?)",
+                             (block_id, now_rfc3339(), reason))
+
+    def revoked(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT block_id FROM revocations")}
 
     # -- tools ---------------------------------------------------------------------------
     def put_tool(self, manifest: caps.Manifest, image_id: str) -> ToolRecord:

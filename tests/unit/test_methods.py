@@ -53,9 +53,10 @@ def test_row_matches_descriptor(name: str) -> None:
 
 
 def test_rows_is_a_filter_of_the_table() -> None:
-    assert [m.name for m in rows("Control", ("agent",))] == ["ListTools", "Invoke"]
+    assert [m.name for m in rows("Control", ("agent",))] == ["ListTools", "Invoke", "Explain"]
     assert {m.name for m in rows("Control", ("operator", "agent"))} == {
-        "RegisterTool", "MintToken", "ListTools", "Invoke"}
+        "RegisterTool", "MintToken", "ListTools", "Invoke", "Explain", "RevokeToken",
+        "RotateKey"}
     assert rows("Control", ("tool",)) == []
     assert rows("ToolBroker", ("agent", "operator")) == []
     assert {m.name for m in rows("ToolBroker", ("tool",))} == {
@@ -110,8 +111,10 @@ def test_agent_surface_of_control() -> None:
     handler = generic_handler("Control", EveryMethod(), ("agent",))
     served = {n.rsplit("/", 1)[1] for n in proto_methods()
               if handler.service(Details(n)) is not None}
-    assert served == {"ListTools", "Invoke"}
+    assert served == {"ListTools", "Invoke", "Explain"}
     assert handler.service(Details("/writ.v1.Control/MintToken")) is None
+    assert handler.service(Details("/writ.v1.Control/RevokeToken")) is None
+    assert handler.service(Details("/writ.v1.Control/RotateKey")) is None
     assert handler.service(Details("/writ.v1.Control/RegisterTool")) is None
     assert handler.service(Details("/writ.v1.Control/Unknown")) is None
 
@@ -136,6 +139,11 @@ class FakeControl:
                         context: grpc.aio.ServicerContext) -> control_pb2.ListToolsResponse:
         self._maybe_raise()
         return control_pb2.ListToolsResponse(tools=[control_pb2.ToolInfo(name="read-file")])
+
+    async def Explain(self, request: control_pb2.ExplainRequest,
+                      context: grpc.aio.ServicerContext) -> control_pb2.ExplainResponse:
+        self._maybe_raise()
+        return control_pb2.ExplainResponse(allowed=False, reason="no rule")
 
     async def Invoke(self, request: control_pb2.InvokeRequest,
                      context: grpc.aio.ServicerContext) -> AsyncIterator[control_pb2.InvokeEvent]:

@@ -17,6 +17,8 @@ class FileOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRITE: _ClassVar[FileOp]
     CREATE: _ClassVar[FileOp]
     DELETE: _ClassVar[FileOp]
+    MKDIR: _ClassVar[FileOp]
+    RENAME: _ClassVar[FileOp]
 FILE_OP_UNSPECIFIED: FileOp
 READ: FileOp
 LIST: FileOp
@@ -24,22 +26,28 @@ STAT: FileOp
 WRITE: FileOp
 CREATE: FileOp
 DELETE: FileOp
+MKDIR: FileOp
+RENAME: FileOp
 
 class FileRule(_message.Message):
-    __slots__ = ("id", "workspace", "paths", "ops", "max_bytes", "read_budget_bytes")
+    __slots__ = ("id", "workspace", "paths", "ops", "max_bytes", "read_budget_bytes", "write_budget_bytes", "create_budget_files")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     READ_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_BUDGET_FILES_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace: str
     paths: _containers.RepeatedScalarFieldContainer[str]
     ops: _containers.RepeatedScalarFieldContainer[FileOp]
     max_bytes: int
     read_budget_bytes: int
-    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ..., ops: _Optional[_Iterable[_Union[FileOp, str]]] = ..., max_bytes: _Optional[int] = ..., read_budget_bytes: _Optional[int] = ...) -> None: ...
+    write_budget_bytes: int
+    create_budget_files: int
+    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ..., ops: _Optional[_Iterable[_Union[FileOp, str]]] = ..., max_bytes: _Optional[int] = ..., read_budget_bytes: _Optional[int] = ..., write_budget_bytes: _Optional[int] = ..., create_budget_files: _Optional[int] = ...) -> None: ...
 
 class NumberRange(_message.Message):
     __slots__ = ("min", "max")

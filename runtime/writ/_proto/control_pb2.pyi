@@ -46,14 +46,120 @@ class MintTokenRequest(_message.Message):
     def __init__(self, grant: _Optional[_Union[_capabilities_pb2.Grant, _Mapping]] = ..., ttl_s: _Optional[int] = ...) -> None: ...
 
 class MintTokenResponse(_message.Message):
-    __slots__ = ("token", "token_id", "expires_at")
+    __slots__ = ("token", "token_id", "expires_at", "narrowed")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    NARROWED_FIELD_NUMBER: _ClassVar[int]
     token: str
     token_id: str
     expires_at: int
-    def __init__(self, token: _Optional[str] = ..., token_id: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+    narrowed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token: _Optional[str] = ..., token_id: _Optional[str] = ..., expires_at: _Optional[int] = ..., narrowed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("token", "tool", "invoke", "file", "net", "pay")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    NET_FIELD_NUMBER: _ClassVar[int]
+    PAY_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    tool: str
+    invoke: ExplainInvoke
+    file: ExplainFile
+    net: ExplainNet
+    pay: ExplainPay
+    def __init__(self, token: _Optional[str] = ..., tool: _Optional[str] = ..., invoke: _Optional[_Union[ExplainInvoke, _Mapping]] = ..., file: _Optional[_Union[ExplainFile, _Mapping]] = ..., net: _Optional[_Union[ExplainNet, _Mapping]] = ..., pay: _Optional[_Union[ExplainPay, _Mapping]] = ...) -> None: ...
+
+class ExplainInvoke(_message.Message):
+    __slots__ = ("input_json",)
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    input_json: str
+    def __init__(self, input_json: _Optional[str] = ...) -> None: ...
+
+class ExplainFile(_message.Message):
+    __slots__ = ("workspace", "path", "op")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    op: _capabilities_pb2.FileOp
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ..., op: _Optional[_Union[_capabilities_pb2.FileOp, str]] = ...) -> None: ...
+
+class ExplainNet(_message.Message):
+    __slots__ = ("method", "url")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    url: str
+    def __init__(self, method: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class ExplainPay(_message.Message):
+    __slots__ = ("payee", "amount", "currency")
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    payee: str
+    amount: int
+    currency: str
+    def __init__(self, payee: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class BudgetState(_message.Message):
+    __slots__ = ("key", "kind", "used", "cap")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    kind: str
+    used: int
+    cap: int
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[str] = ..., used: _Optional[int] = ..., cap: _Optional[int] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("allowed", "reason", "rule", "needs_approval", "budgets", "authority", "token_id")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    reason: str
+    rule: str
+    needs_approval: bool
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetState]
+    authority: _containers.RepeatedScalarFieldContainer[str]
+    token_id: str
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., needs_approval: _Optional[bool] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., authority: _Optional[_Iterable[str]] = ..., token_id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token_id", "reason")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    reason: str
+    def __init__(self, token_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateKeyResponse(_message.Message):
+    __slots__ = ("key_id", "verifying_key_ids")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    VERIFYING_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    verifying_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key_id: _Optional[str] = ..., verifying_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
     __slots__ = ("tool", "input_json", "token")

@@ -54,6 +54,21 @@ class ControlStub:
                 request_serializer=writ_dot_v1_dot_control__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_control__pb2.InvokeEvent.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/writ.v1.Control/Explain',
+                request_serializer=writ_dot_v1_dot_control__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/writ.v1.Control/RevokeToken',
+                request_serializer=writ_dot_v1_dot_control__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/writ.v1.Control/RotateKey',
+                request_serializer=writ_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -87,6 +102,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Would this operation be allowed under this token, by which rule, or why not? Performs
+        nothing and touches no budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revoke a token by id; every token narrowed from it is revoked with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """Add a new root key and seal new tokens with it; older keys keep verifying.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +146,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=writ_dot_v1_dot_control__pb2.InvokeRequest.FromString,
                     response_serializer=writ_dot_v1_dot_control__pb2.InvokeEvent.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.ExplainRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ExplainResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.RotateKeyRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.RotateKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +271,87 @@ class Control:
             '/writ.v1.Control/Invoke',
             writ_dot_v1_dot_control__pb2.InvokeRequest.SerializeToString,
             writ_dot_v1_dot_control__pb2.InvokeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/Explain',
+            writ_dot_v1_dot_control__pb2.ExplainRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/RevokeToken',
+            writ_dot_v1_dot_control__pb2.RevokeTokenRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/RotateKey',
+            writ_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""Agent- and operator-facing handlers: RegisterTool, ListTools, MintToken, Invoke."""
+"""Agent- and operator-facing handlers: RegisterTool, ListTools, MintToken, Invoke (and, via
+AuthorityService, Explain, RevokeToken, RotateKey)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..launcher._seccomp import load_profile
 from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
 from ..manifests import check_grant, check_manifest
 from ..state import ToolRecord
+from .authority import AuthorityService, narrowing_report, token_ids
 from .invocation import Invocation, Outcome
 
 log = logging.getLogger("writ.broker")
@@ -44,7 +46,7 @@ def tool_info(rec: ToolRecord) -> control_pb2.ToolInfo:
                                 manifest=rec.manifest, registered_at=rec.registered_at)
 
 
-def _check_input(text: str) -> str:
+def _check_input(text: str) -> tuple[str, dict[str, Any]]:
     if len(text.encode()) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"input_json is larger than {MAX_INPUT_BYTES} bytes")
     try:
@@ -53,7 +55,7 @@ def _check_input(text: str) -> str:
         raise InvalidArgument(f"input_json is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidArgument("input_json must be a JSON object")
-    return text or "{}"
+    return text or "{}", value
 
 
 def _grant_limits(blocks: Any) -> caps.Limits:
@@ -85,7 +87,7 @@ async def _launched_anyway(launch: asyncio.Future[Launched]) -> str:
     return launch.result().container_id
 
 
-class ControlService:
+class ControlService(AuthorityService):
     def __init__(self, broker: Broker) -> None:
         self.b = broker
 
@@ -124,12 +126,14 @@ class ControlService:
             if grant.expires_at > now + MAX_TTL_S:
                 raise InvalidArgument(f"grant.expires_at is more than {MAX_TTL_S}s away")
             token, token_id = mint(self.b.keyring, grant, now)
+            narrowed = narrowing_report(grant, self.b.state.list_tools())
             ev.token_id = ev.grant_id = ev.target = token_id
-            ev.reason = (f"{len(grant.tools)} tool rule(s), {len(grant.files)} file rule(s), "
-                         f"expires {grant.expires_at}")
+            ev.reason = (f"{len(grant.tools)} tool, {len(grant.files)} file, {len(grant.net)} "
+                         f"net, {len(grant.pay)} pay rule(s); expires {grant.expires_at}"
+                         + (f"; narrowed by manifests: {'; '.join(narrowed)}" if narrowed else ""))
             await self.b.allow(ev)
         return control_pb2.MintTokenResponse(token=token, token_id=token_id,
-                                             expires_at=grant.expires_at)
+                                             expires_at=grant.expires_at, narrowed=narrowed)
 
     async def Invoke(self, req: control_pb2.InvokeRequest,
                      context: Any) -> AsyncIterator[control_pb2.InvokeEvent]:
@@ -138,22 +142,26 @@ class ControlService:
         ev = b.event("agent", "Invoke", "tool.invoke", req.tool)
         ev.tool = req.tool
         async with b.audited(ev):
-            unverified = UnverifiedToken.parse(req.token)
-            ev.token_id, ev.grant_id = unverified.token_id, unverified.grant_id
-            token = unverified.verify(b.keyring)
+            ev.token_id, ev.grant_id = token_ids(req.token)
+            unverified, token = b.verify_token(req.token)
             if any(block.invocation_id for block in token.blocks):
                 raise CaveatUnmet("this token is bound to an invocation; only its tool may "
                                   "use it")
             tool = b.state.get_tool(req.tool)
             if tool is None:
                 raise ToolNotFound(req.tool)
-            input_json = _check_input(req.input_json)
-            decision = decide(token.authority(tool.manifest), ToolCall(tool.name), now)
+            input_json, args = _check_input(req.input_json)
+            decision = decide(token.authority(tool.manifest), ToolCall(tool.name, args), now)
             if not decision.allowed:
                 raise PermissionDenied(decision.reason)
+            reserved = b.budgets.charge(decision.charges, calls=1)  # PermissionDenied if spent
             inv_id = "i" + secrets.token_hex(8)
             ev.invocation_id, ev.reason, ev.rule = inv_id, decision.reason, decision.rule
-            await b.allow(ev)
+            try:
+                await b.allow(ev)
+            except BrokerError:
+                b.budgets.release(reserved)
+                raise
         async with b.invocation_slot():
             async for item in self._run(tool, unverified, token.blocks, inv_id, input_json):
                 yield item

@@ -19,7 +19,7 @@ import grpc
 
 from .._proto import audit_pb2, tool_pb2
 from ..core.policy import Authority
-from ..core.tokens import UnverifiedToken, VerifiedToken
+from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, FailedPrecondition
 from ..launcher._spec import SOCKET_NAME, TOOL_USER
 from ..mediators import files
@@ -105,9 +105,10 @@ class ToolService:
                                     tool=self.inv.tool.name, invocation_id=self.inv.id)
         md = dict(context.invocation_metadata() or ())
         try:
-            unverified = UnverifiedToken.parse(str(md.get(TOKEN_METADATA, "")))
+            text = str(md.get(TOKEN_METADATA, ""))
+            unverified = UnverifiedToken.parse(text)
             base.token_id, base.grant_id = unverified.token_id, unverified.grant_id
-            token: VerifiedToken = unverified.verify(self.broker.keyring)
+            _, token = self.broker.verify_token(text)
             token.check_binding(self.inv.id)
         except BrokerError as err:
             ev = audit_pb2.AuditEvent()
@@ -119,7 +120,8 @@ class ToolService:
         # The presented token's own chain decides: a tool that narrowed its token further
         # gets the narrower authority, never the invocation's original.
         authority: Authority = token.authority(self.inv.tool.manifest)
-        return CallContext(authority, time.time(), self.broker.record, base)
+        return CallContext(authority, time.time(), self.broker.record, base,
+                           self.broker.budgets)
 
     async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
         await self._context(context, "/writ.v1.ToolBroker/Start")

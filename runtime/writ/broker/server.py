@@ -24,7 +24,9 @@ import grpc
 
 from .._proto import audit_pb2
 from ..audit import AuditSink, FileSink
-from ..errors import BrokerError, InvalidArgument, ResourceExhausted
+from ..budgets import Budgets
+from ..core.tokens import UnverifiedToken, VerifiedToken
+from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevoked
 from ..launcher import Launcher
 from ..mediators.files import Workspaces
 from ..state import State
@@ -83,12 +85,46 @@ class Broker:
         self.state = State(config.state_dir / "state.db")
         self.keyring = self.state.keyring()
         self.broker_id = self.state.broker_id()
+        self.budgets = Budgets(config.state_dir / "state.db")
+        self.revoked: set[str] = self.state.revoked()
+        # Verified tokens by their text: a token is immutable and its MAC binds its content,
+        # so a second verification of the same text would give the same answer. Revocation
+        # and expiry are still checked on every use.
+        self._verified: dict[str, VerifiedToken] = {}
         self.sink: AuditSink = sink or FileSink(config.audit_path)
         self.launcher = Launcher(docker_client)
         self.workspaces = Workspaces(config.workspaces)
         self._servers: list[grpc.aio.Server] = []
         self._slots = asyncio.Semaphore(config.max_invocations)
         self._queued = 0
+
+    # -- tokens --------------------------------------------------------------------------
+    def verify_token(self, text: str) -> tuple[UnverifiedToken, VerifiedToken]:
+        """Parse, verify (cached) and check revocation.
+
+        Raises:
+            TokenInvalid: malformed or forged. AttenuationWidens: a block widens.
+            TokenRevoked: the token or one it was narrowed from was revoked.
+        """
+        unverified = UnverifiedToken.parse(text)
+        token = self._verified.get(text)
+        if token is None:
+            token = unverified.verify(self.keyring)
+            if len(self._verified) >= 4096:
+                self._verified.clear()
+            self._verified[text] = token
+        if self.revoked:
+            hit = next((b for b in token.block_ids if b in self.revoked), None)
+            if hit is not None:
+                raise TokenRevoked(f"token revoked (block {hit})")
+        return unverified, token
+
+    def revoke(self, block_id: str, reason: str) -> None:
+        self.state.revoke(block_id, reason)
+        self.revoked.add(block_id)
+
+    def rotate_key(self) -> None:
+        self.keyring = self.state.rotate_key()
 
     # -- audit helpers -------------------------------------------------------------------
     def event(self, actor: str, rpc: str, operation: str, target: str) -> audit_pb2.AuditEvent:
@@ -163,6 +199,7 @@ class Broker:
         self._servers.clear()
         self.sink.close()
         self.workspaces.close()
+        self.budgets.close()
         self.state.close()
 
     async def run_forever(self) -> None:

@@ -58,8 +58,9 @@ def _file_within(c: caps.FileRule, p: caps.FileRule) -> str:
             return f"path {glob!r} is not within {list(p.paths)}"
     if not _cap_within(c.max_bytes, p.max_bytes):
         return f"max_bytes {c.max_bytes or 'unlimited'} exceeds {p.max_bytes}"
-    if not _cap_within(c.read_budget_bytes, p.read_budget_bytes):
-        return "read_budget_bytes exceeds the parent's"
+    for budget in ("read_budget_bytes", "write_budget_bytes", "create_budget_files"):
+        if not _cap_within(getattr(c, budget), getattr(p, budget)):
+            return f"{budget} exceeds the parent's"
     return ""
 
 

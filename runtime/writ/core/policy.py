@@ -85,7 +85,8 @@ Operation = ToolCall | FileAccess | NetRequest | Payment
 class Charge:
     """A budget the caller must reserve before acting. ``key`` names the counter (the
     layer's block id, the rule and the kind); ``kind`` says what amount to reserve:
-    calls, requests, payments (1 each), read_bytes, net_bytes, spend (the operation's)."""
+    calls, requests, payments, files (1 each), read_bytes, write_bytes, net_bytes, spend
+    (the operation's)."""
 
     key: str
     kind: str
@@ -312,9 +313,21 @@ def _decide_file(a: Authority, op: Any) -> Decision:
     # An op outside the enum is unclear: deny it (and never let FileOp.Name raise on it).
     if op.op == caps.FILE_OP_UNSPECIFIED or op.op not in caps.FileOp.values():
         return _deny(f"unknown file operation {op.op!r}")
-    budget = (lambda r: [("read_bytes", r.read_budget_bytes)]) if op.op == caps.READ else (
-        lambda r: [])
-    return _decide_kind(a, op, "files", _match_file, budget)
+    return _decide_kind(a, op, "files", _match_file, _FILE_BUDGETS.get(op.op, _no_budget))
+
+
+def _no_budget(_rule: Any) -> list[tuple[str, int]]:
+    return []
+
+
+# Which cumulative budgets a file operation draws on (amounts come from the mediator).
+_FILE_BUDGETS: dict[int, Callable[[Any], list[tuple[str, int]]]] = {
+    caps.READ: lambda r: [("read_bytes", r.read_budget_bytes)],
+    caps.WRITE: lambda r: [("write_bytes", r.write_budget_bytes)],
+    caps.CREATE: lambda r: [("write_bytes", r.write_budget_bytes),
+                            ("files", r.create_budget_files)],
+    caps.MKDIR: lambda r: [("files", r.create_budget_files)],
+}
 
 
 def _decide_net(a: Authority, op: Any) -> Decision:

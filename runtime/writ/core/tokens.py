@@ -53,6 +53,9 @@ class Keyring:
     def key(self, key_id: str) -> bytes | None:
         return self._keys.get(key_id)
 
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
     def sealing_key(self) -> tuple[str, bytes]:
         return self.current, self._keys[self.current]
 

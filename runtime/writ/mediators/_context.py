@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .._proto import audit_pb2
+from ..budgets import Budgets
 from ..core.policy import Authority, Decision
 from ..errors import BrokerError
 
@@ -20,6 +21,7 @@ class CallContext:
     now: float
     record: Recorder
     base: audit_pb2.AuditEvent  # actor, method, token, grant, tool, invocation filled in
+    budgets: Budgets
 
     def event(self, operation: str, target: str) -> audit_pb2.AuditEvent:
         ev = audit_pb2.AuditEvent()

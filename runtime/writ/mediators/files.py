@@ -192,12 +192,19 @@ async def read_file(ctx: CallContext, workspaces: Workspaces,
     try:
         start = min(req.offset, size)
         end = size if req.length == 0 else min(size, start + req.length)
-        if decision.max_bytes and end - start > decision.max_bytes:
-            over = PermissionDenied(f"read of {end - start} bytes exceeds the rule's max_bytes "
-                                    f"of {decision.max_bytes}")
+        try:
+            if decision.max_bytes and end - start > decision.max_bytes:
+                raise PermissionDenied(f"read of {end - start} bytes exceeds the rule's "
+                                       f"max_bytes of {decision.max_bytes}")
+            reserved = ctx.budgets.charge(decision.charges, read_bytes=end - start)
+        except PermissionDenied as over:
             await ctx.record_error(ev, over)
-            raise over
-        await ctx.record_decision(ev, decision, end - start)  # record, then release bytes
+            raise
+        try:
+            await ctx.record_decision(ev, decision, end - start)  # record, then release bytes
+        except BrokerError:
+            ctx.budgets.release(reserved)  # nothing was released to the tool
+            raise
         pos = start
         while pos < end:
             data = os.pread(fd, min(CHUNK, end - pos), pos)
