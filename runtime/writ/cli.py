@@ -16,6 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from . import cli_authority
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -154,6 +155,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(fn: Any, operator: bool | None) -> Any:
+    """Give a command module's handler its client (None: offline) and output function."""
+    def handler(args: argparse.Namespace) -> int:
+        def emit(data: Any, human: str) -> None:
+            _emit(args, data, human)
+
+        if operator is None:
+            return int(fn(args, None, emit))
+        with _client(args, operator=operator) as client:
+            return int(fn(args, client, emit))
+
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="writ", description=__doc__)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -205,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_audit_verify)
 
     sub.add_parser("methods", help="the RPC surface table").set_defaults(fn=cmd_methods)
+    cli_authority.add_commands(sub, _adapt)
     return p
 
 

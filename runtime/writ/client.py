@@ -82,6 +82,19 @@ class Client:
             "MintToken", control_pb2.MintTokenRequest(grant=grant, ttl_s=ttl_s))
         return resp
 
+    def explain(self, request: control_pb2.ExplainRequest) -> control_pb2.ExplainResponse:
+        resp: control_pb2.ExplainResponse = self._call("Explain", request)
+        return resp
+
+    def revoke_token(self, token_id: str, reason: str = "") -> None:
+        self._call("RevokeToken", control_pb2.RevokeTokenRequest(token_id=token_id,
+                                                                 reason=reason))
+
+    def rotate_key(self) -> control_pb2.RotateKeyResponse:
+        resp: control_pb2.RotateKeyResponse = self._call("RotateKey",
+                                                         control_pb2.RotateKeyRequest())
+        return resp
+
     def invoke_stream(self, tool: str, input: dict[str, Any] | str, token: str,
                       timeout: float | None = None) -> Iterator[control_pb2.InvokeEvent]:
         text = input if isinstance(input, str) else json.dumps(input)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from google.protobuf import json_format
 
 from .._proto import capabilities_pb2 as caps
@@ -62,8 +64,14 @@ def layer_lines(layer: Layer) -> list[str]:
     return out
 
 
+def _when(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 def describe(authority: Authority) -> list[str]:
-    lines = [f"valid from {authority.not_before or 'minting'} until {authority.expires_at}"]
+    start = _when(authority.not_before) if authority.not_before else "minting"
+    lines = [f"valid from {start} until "
+             f"{_when(authority.expires_at) if authority.expires_at else 'never (refused)'}"]
     if authority.bindings:
         lines.append(f"bound to invocation {', '.join(authority.bindings)}")
     for layer in authority.layers:

@@ -137,6 +137,11 @@ class UnverifiedToken:
         return self._blocks[-1].id.hex()
 
     @property
+    def blocks(self) -> tuple[token_pb2.TokenBlock, ...]:
+        """The claimed blocks; nothing here is verified."""
+        return self._blocks
+
+    @property
     def grant_id(self) -> str:
         return self._blocks[0].id.hex()
 
