@@ -114,7 +114,10 @@ _KINDS = (("tools", _tool_within), ("files", _file_within), ("net", _net_within)
 def widening(parents: Sequence[caps.Grant], child: caps.Grant) -> str:
     """The first way ``child`` is wider than some earlier grant layer, or ""."""
     for kind, within in _KINDS:
-        for i, rule in enumerate(getattr(child, kind)):
+        rules = getattr(child, kind)
+        if not rules:
+            continue
+        for i, rule in enumerate(rules):
             for depth, parent in enumerate(parents):
                 reasons = [within(rule, pr) for pr in getattr(parent, kind)]
                 if "" not in reasons:
@@ -123,9 +126,12 @@ def widening(parents: Sequence[caps.Grant], child: caps.Grant) -> str:
                     where = "the grant" if depth == 0 else f"attenuation {depth}"
                     return (f"{kind}[{i}] is not within {where}"
                             + (f": {detail}" if detail else ""))
-    expiry = min((p.expires_at for p in parents if p.expires_at), default=0)
-    if child.expires_at and expiry and child.expires_at > expiry:
-        return f"expires_at {child.expires_at} is after its parent's {expiry}"
+    if child.expires_at:
+        expiry = min((p.expires_at for p in parents if p.expires_at), default=0)
+        if expiry and child.expires_at > expiry:
+            return f"expires_at {child.expires_at} is after its parent's {expiry}"
+    if not child.HasField("limits"):
+        return ""
     for name in ("memory_mb", "cpus", "pids", "timeout_s", "tmp_mb"):
         mine = getattr(child.limits, name)
         theirs = [getattr(p.limits, name) for p in parents if getattr(p.limits, name)]

@@ -70,8 +70,8 @@ def _when(ts: int) -> str:
 
 def describe(authority: Authority) -> list[str]:
     start = _when(authority.not_before) if authority.not_before else "minting"
-    lines = [f"valid from {start} until "
-             f"{_when(authority.expires_at) if authority.expires_at else 'never (refused)'}"]
+    until = _when(authority.expires_at) if authority.expires_at else "never (refused)"
+    lines = [f"valid from {start} until {until}"]
     if authority.bindings:
         lines.append(f"bound to invocation {', '.join(authority.bindings)}")
     for layer in authority.layers:

@@ -42,7 +42,10 @@ def path_matches(globs: Any, path: str) -> bool:
         # The workspace root itself is only covered by "**": "*" means "any entry at the
         # top level", not the folder that holds them.
         return "**" in globs
-    return any(glob_regex(p).fullmatch(path) for p in globs)
+    for pattern in globs:
+        if glob_regex(pattern).fullmatch(path):
+            return True
+    return False
 
 
 # -- tool arguments ------------------------------------------------------------------------

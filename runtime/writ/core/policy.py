@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._proto import capabilities_pb2 as caps
 from .._proto import token_pb2
@@ -24,6 +24,10 @@ from .matchers import check_args, glob_regex, host_matches, path_matches, port_a
 
 __all__ = ["Authority", "Charge", "Decision", "FileAccess", "Layer", "NetRequest", "Operation",
            "Payment", "ToolCall", "decide", "glob_regex"]
+
+
+_OP_NAMES = {v: caps.FileOp.Name(v) for v in caps.FileOp.values()}
+_FILE_OPS = frozenset(v for v in _OP_NAMES if v != caps.FILE_OP_UNSPECIFIED)
 
 
 # -- operations ----------------------------------------------------------------------------
@@ -47,8 +51,7 @@ class FileAccess:
     op: int  # caps.FileOp value
 
     def describe(self) -> str:
-        name = caps.FileOp.Name(self.op) if self.op in caps.FileOp.values() else str(self.op)
-        return f"{name} {self.workspace}:{self.path or '.'}"
+        return f"{_OP_NAMES.get(self.op, self.op)} {self.workspace}:{self.path or '.'}"
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,7 @@ Operation = ToolCall | FileAccess | NetRequest | Payment
 
 
 # -- decisions -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Charge:
+class Charge(NamedTuple):
     """A budget the caller must reserve before acting. ``key`` names the counter (the
     layer's block id, the rule and the kind); ``kind`` says what amount to reserve:
     calls, requests, payments, files (1 each), read_bytes, write_bytes, net_bytes, spend
@@ -93,8 +95,7 @@ class Charge:
     cap: int
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     reason: str
     rule: str = ""            # id of the grant rule that allowed it, "" on deny
@@ -112,28 +113,28 @@ def _deny(reason: str) -> Decision:
 
 
 # -- authority -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One source of authority. ``tools`` is None for a manifest (it is one tool's ceiling
     and does not speak to which tools may run); ``block_id`` names a grant layer's budget
-    counters ("" for a manifest, which keeps no budgets)."""
+    counters ("" for a manifest, which keeps no budgets). Rule lists are the protobuf
+    repeated fields themselves (read-only here): copying them is measurable on the hot
+    path."""
 
     name: str
-    files: tuple[caps.FileRule, ...]
-    tools: tuple[caps.ToolRule, ...] | None
-    net: tuple[caps.NetRule, ...] = ()
-    pay: tuple[caps.PayRule, ...] = ()
+    files: Sequence[caps.FileRule]
+    tools: Sequence[caps.ToolRule] | None
+    net: Sequence[caps.NetRule] = ()
+    pay: Sequence[caps.PayRule] = ()
     block_id: str = ""
 
     @classmethod
     def of_grant(cls, name: str, grant: caps.Grant, block_id: str = "") -> Layer:
-        return cls(name, tuple(grant.files), tuple(grant.tools), tuple(grant.net),
-                   tuple(grant.pay), block_id)
+        return cls(name, grant.files, grant.tools, grant.net, grant.pay, block_id)
 
     @classmethod
     def of_manifest(cls, manifest: caps.Manifest) -> Layer:
-        return cls(f"manifest of {manifest.name!r}", tuple(manifest.files), None,
-                   tuple(manifest.net), tuple(manifest.pay))
+        return cls(f"manifest of {manifest.name!r}", manifest.files, None, manifest.net,
+                   manifest.pay)
 
     @property
     def is_manifest(self) -> bool:
@@ -183,11 +184,9 @@ class Authority:
         return named or set()
 
 
+
+
 # -- the decision --------------------------------------------------------------------------
-def _rule_id(kind: str, index: int, rule_id: str) -> str:
-    return rule_id or f"{kind}[{index}]"
-
-
 def decide(authority: Authority, op: Operation, now: float) -> Decision:
     """Decide one operation.
 
@@ -221,50 +220,53 @@ Matcher = Callable[[Any, Any, bool], str | None]
 def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
                  budget: Callable[[Any], list[tuple[str, int]]]) -> Decision:
     """The common walk: every speaking layer needs a matching rule; manifests speak to
-    files, net and pay but not tools; collect the grant layers' budgets."""
-    deciding, reasons = "", []
+    files, net and pay but not tools; collect the grant layers' budgets. (Hot path: kept
+    free of per-call allocations it does not need.)"""
+    deciding = ""
     charges: list[Charge] = []
     spoke_grant = False
-    caps_seen: list[int] = []
+    tightest = 0
     approval = False
     for layer in authority.layers:
         rules = getattr(layer, kind)
         if rules is None:
             continue  # a manifest does not speak to which tools may run
-        spoke_grant = spoke_grant or not layer.is_manifest
-        hit, detail = None, ""
+        in_manifest = layer.tools is None
+        hit, detail = -1, ""
         for i, rule in enumerate(rules):
-            refusal = match(rule, op, layer.is_manifest)
+            refusal = match(rule, op, in_manifest)
             if refusal is None:
                 hit = i
                 break
             detail = detail or refusal
-        if hit is None:
+        if hit < 0:
             verb = "does not allow" if kind == "tools" else "has no rule allowing"
             why = f": {detail}" if detail else ""
             return _deny(f"{layer.name} {verb} {op.describe()}{why}")
         rule = rules[hit]
-        rid = _rule_id(f"{layer.name}.{kind}", hit, rule.id)
         if kind == "files":
             # Conservative: the tightest per-read cap of every rule that matches.
-            caps_seen += [r.max_bytes for r in rules[hit:]
-                          if r.max_bytes and match(r, op, layer.is_manifest) is None]
-        if kind == "pay":
+            for r in rules[hit:]:
+                if r.max_bytes and (tightest == 0 or r.max_bytes < tightest) and \
+                        match(r, op, in_manifest) is None:
+                    tightest = r.max_bytes
+        elif kind == "pay":
             approval = approval or rule.approval_always or (
                 0 < rule.approval_above < op.amount)
-        if not layer.is_manifest:
+        if not in_manifest:
+            spoke_grant = True
+            rid = rule.id or f"{layer.name}.{kind}[{hit}]"
             deciding = deciding or rid
-            charges += [Charge(f"{layer.block_id}/{rid}/{k}", k, cap)
-                        for k, cap in budget(rule) if cap > 0]
-        reasons.append(rid)
+            for k, cap in budget(rule):
+                if cap > 0:
+                    charges.append(Charge(f"{layer.block_id}/{rid}/{k}", k, cap))
     if not spoke_grant:
         return _deny("no grant speaks to tool invocation" if kind == "tools"
                      else f"no grant allows {op.describe()}")
     reason = f"{op.describe()} allowed by {deciding}"
     if approval:
         reason += " (needs a person's approval)"
-    return Decision(True, reason, deciding, min(caps_seen) if caps_seen else 0,
-                    tuple(charges), approval)
+    return Decision(True, reason, deciding, tightest, tuple(charges), approval)
 
 
 def _match_tool(rule: caps.ToolRule, op: ToolCall, _manifest: bool) -> str | None:
@@ -311,7 +313,7 @@ def _decide_tool(a: Authority, op: Any) -> Decision:
 
 def _decide_file(a: Authority, op: Any) -> Decision:
     # An op outside the enum is unclear: deny it (and never let FileOp.Name raise on it).
-    if op.op == caps.FILE_OP_UNSPECIFIED or op.op not in caps.FileOp.values():
+    if op.op not in _FILE_OPS:
         return _deny(f"unknown file operation {op.op!r}")
     return _decide_kind(a, op, "files", _match_file, _FILE_BUDGETS.get(op.op, _no_budget))
 
