@@ -15,6 +15,7 @@ from ..errors import PathInvalid
 from .paths import clean_relpath
 
 MAX_REGEX_INPUT = 4096  # longer strings are refused rather than fed to a regex
+MAX_PATTERN = 256  # longest regex a constraint may hold
 
 
 @functools.lru_cache(maxsize=4096)
@@ -78,11 +79,15 @@ def check_arg(c: caps.ArgConstraint, args: dict[str, Any]) -> str:
     v = args[c.arg]
     kind = c.WhichOneof("check")
     shown = repr(v) if len(repr(v)) <= 80 else repr(v)[:77] + "..."
+    if kind in ("exact", "one_of"):
+        try:
+            want = json_format.MessageToDict(getattr(c, kind))
+        except ValueError:  # NaN or infinity: an attenuation block is not schema-checked
+            return f"constraint on {c.arg!r} holds a number that is not JSON"
     if kind == "exact":
-        want = json_format.MessageToDict(c.exact)
         return "" if _strict_equal(v, want) else f"argument {c.arg!r}={shown} is not {want!r}"
     if kind == "one_of":
-        options = json_format.MessageToDict(c.one_of)
+        options = want
         return ("" if any(_strict_equal(v, o) for o in options)
                 else f"argument {c.arg!r}={shown} is not one of {options!r}")
     if kind in ("prefix", "glob", "regex", "max_len") and not isinstance(v, str):
@@ -100,7 +105,14 @@ def check_arg(c: caps.ArgConstraint, args: dict[str, Any]) -> str:
     if kind == "regex":
         if len(v) > MAX_REGEX_INPUT:
             return f"argument {c.arg!r} is too long to check against a pattern"
-        return "" if _regex(c.regex).fullmatch(v) else (
+        # Grants are checked when parsed; an attenuation block is not, so re-check here.
+        if len(c.regex) > MAX_PATTERN:
+            return f"constraint on {c.arg!r} has a pattern longer than {MAX_PATTERN} characters"
+        try:
+            pattern = _regex(c.regex)
+        except re.error:
+            return f"constraint on {c.arg!r} has an invalid pattern"
+        return "" if pattern.fullmatch(v) else (
             f"argument {c.arg!r}={shown} does not match /{c.regex}/")
     if kind == "range":
         if not _is_number(v):

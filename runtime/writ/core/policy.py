@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from .._proto import capabilities_pb2 as caps
 from .._proto import token_pb2
@@ -292,9 +293,25 @@ def _match_net(rule: caps.NetRule, op: NetRequest, _manifest: bool) -> str | Non
         return f"port {op.port} is not allowed for {rule.host}"
     if op.method not in rule.methods:
         return f"method {op.method} is not allowed for {rule.host}"
+    if _has_dot_segment(op.path):
+        # "/v1/../admin" starts with "/v1/" but a server resolves it elsewhere.
+        return f"path {op.path!r} has a '.' or '..' segment; refused for {rule.host}"
     if not any(op.path.startswith(p) for p in rule.path_prefixes):
         return f"path {op.path!r} is outside the allowed prefixes for {rule.host}"
     return None
+
+
+def _has_dot_segment(path: str) -> bool:
+    """A "." or ".." segment, also percent-encoded (even twice) or behind a backslash,
+    which some servers treat as "/"."""
+    for _ in range(3):
+        if any(seg in (".", "..") for seg in path.replace("\\", "/").split("/")):
+            return True
+        decoded = unquote(path)
+        if decoded == path:
+            return False
+        path = decoded
+    return True  # still encoded after three rounds: unclear, refuse
 
 
 def _match_pay(rule: caps.PayRule, op: Payment, _manifest: bool) -> str | None:
