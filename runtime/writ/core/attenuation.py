@@ -40,8 +40,14 @@ def _tool_within(c: caps.ToolRule, p: caps.ToolRule) -> str:
     missing = [a.arg for a in p.args if a not in c.args]
     if missing:
         return f"drops the constraint on argument {missing[0]!r}"
-    if p.only_listed_args and not c.only_listed_args:
-        return "drops only_listed_args"
+    if p.only_listed_args:
+        if not c.only_listed_args:
+            return "drops only_listed_args"
+        # Under only_listed_args a constraint also admits its argument: naming one the
+        # parent does not list lets through inputs the parent refuses.
+        added = sorted({a.arg for a in c.args} - {a.arg for a in p.args})
+        if added:
+            return f"admits argument {added[0]!r}, which the parent's only_listed_args refuses"
     if not _cap_within(c.max_calls, p.max_calls):
         return f"max_calls {c.max_calls or 'unlimited'} exceeds {p.max_calls}"
     return ""
