@@ -6,17 +6,22 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 from ._proto import capabilities_pb2 as caps
+from .core.matchers import MAX_PATTERN
 from .errors import ManifestInvalid
 
-MAX_REGEX = 256
+MAX_REGEX = MAX_PATTERN
 MAX_AMOUNT = 10**15  # minor units; far above any real payment, far below int64 overflow
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 SCHEMES = {"http", "https"}
 HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 CURRENCY = re.compile(r"[A-Z]{3}")
+NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # a last label URL parsers read as IPv4
 # Wildcards must sit below a registrable domain. Without the full public-suffix list we
 # refuse one-label suffixes ("*.com") and these common two-label public suffixes.
 # SECURITY LIMITATION: a rarer multi-label public suffix ("*.pvt.k12.ma.us") is not caught.
@@ -41,6 +46,20 @@ def check_glob(glob: str, field: str) -> None:
             raise ManifestInvalid(f"{field}: '**' must be a whole segment in {glob!r}")
 
 
+def _finite(value: struct_pb2.Value | struct_pb2.ListValue) -> bool:
+    """No NaN or infinite number anywhere inside (they have no JSON form)."""
+    if isinstance(value, struct_pb2.ListValue):
+        return all(_finite(v) for v in value.values)
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return math.isfinite(value.number_value)
+    if kind == "list_value":
+        return _finite(value.list_value)
+    if kind == "struct_value":
+        return all(_finite(v) for v in value.struct_value.fields.values())
+    return True
+
+
 def check_args(rule: caps.ToolRule, field: str) -> None:
     for i, c in enumerate(rule.args):
         where = f"{field}.args[{i}]"
@@ -52,6 +71,8 @@ def check_args(rule: caps.ToolRule, field: str) -> None:
                                   "regex, range or max_len)")
         if kind == "one_of" and not c.one_of.values:
             raise ManifestInvalid(f"{where}.one_of: empty; it would allow nothing")
+        if kind in ("exact", "one_of") and not _finite(getattr(c, kind)):
+            raise ManifestInvalid(f"{where}.{kind}: NaN and infinity are not JSON values")
         if kind == "regex":
             if len(c.regex) > MAX_REGEX:
                 raise ManifestInvalid(f"{where}.regex: longer than {MAX_REGEX} characters")
@@ -82,12 +103,22 @@ def check_host(host: str, field: str) -> None:
     except ValueError:
         ip = None
     if ip is not None:
-        if str(ip) != host.strip("[]"):
+        # Requests carry the bare address ("::1", never "[::1]"): only that form can match.
+        if str(ip) != host:
             raise ManifestInvalid(f"{field}: IP literal {host!r} is not in canonical form "
                                   f"({ip})")
         return
     wildcard = host.startswith("*.")
     labels = (host[2:] if wildcard else host).split(".")
+    if NUMERIC_LABEL.fullmatch(labels[-1]):
+        # URL parsers and inet_aton read "127.1", "0x7f.0.0.1" or "2130706433" as an IPv4
+        # address: such a rule would grant an address under a spelling reviewers miss.
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            raise ManifestInvalid(f"{field}: {host!r} ends in a number but is not an IP "
+                                  "address") from None
+        raise ManifestInvalid(f"{field}: IP literal {host!r} is not in canonical form ({ip})")
     for label in labels:
         if not HOST_LABEL.fullmatch(label):
             raise ManifestInvalid(f"{field}: {host!r} is not a host name (label {label!r}); "

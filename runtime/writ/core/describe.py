@@ -24,8 +24,8 @@ def _args(rule: caps.ToolRule) -> str:
             lo = f"{c.range.min:g}" if c.range.HasField("min") else "-inf"
             hi = f"{c.range.max:g}" if c.range.HasField("max") else "inf"
             value = f"[{lo}, {hi}]"
-        parts.append(f"{c.arg}{'?' if c.optional else ''} {kind} {value!r}"
-                     if kind not in ("range",) else f"{c.arg} in {value}")
+        name = f"{c.arg}{'?' if c.optional else ''}"
+        parts.append(f"{name} in {value}" if kind == "range" else f"{name} {kind} {value!r}")
     if rule.only_listed_args:
         parts.append("no other arguments")
     return f" ({'; '.join(parts)})" if parts else ""
@@ -51,7 +51,7 @@ def layer_lines(layer: Layer) -> list[str]:
     for i, n in enumerate(layer.net):
         ports = ",".join(str(p) for p in n.ports) or "default"
         out.append(f"{head}: net {','.join(n.methods)} {'/'.join(n.schemes)}://{n.host}:{ports}"
-                   f"{' '.join(n.path_prefixes)}{_cap('max requests', n.max_requests)}"
+                   f" {' '.join(n.path_prefixes)}{_cap('max requests', n.max_requests)}"
                    f"{_cap('max bytes', n.max_bytes)} [{n.id or f'net[{i}]'}]")
     for i, p in enumerate(layer.pay):
         approval = (", approval always" if p.approval_always else
@@ -61,6 +61,14 @@ def layer_lines(layer: Layer) -> list[str]:
                    f"{_cap('max payments', p.max_count)}{approval} [{p.id or f'pay[{i}]'}]")
     if not out:
         out.append(f"{head}: nothing")
+        return out
+    # Every layer must allow an operation: a kind a layer leaves empty is refused whole,
+    # which a reader would otherwise take for "unchanged".
+    empty = [word for word, rules in (("tools", layer.tools), ("files", layer.files),
+                                      ("network", layer.net), ("payments", layer.pay))
+             if rules is not None and not rules]
+    if empty:
+        out.append(f"{head}: nothing for {', '.join(empty)}")
     return out
 
 
