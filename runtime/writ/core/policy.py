@@ -154,7 +154,11 @@ class Authority:
 
     @classmethod
     def from_blocks(cls, blocks: Sequence[token_pb2.TokenBlock],
-                    manifest: caps.Manifest | None = None) -> Authority:
+                    manifest: caps.Manifest | None = None,
+                    layer_keys: Sequence[str] = ()) -> Authority:
+        """Layers of a token's blocks. ``layer_keys`` (from verification) name each grant
+        layer's budget counters; without them (unverified use: display, tests) the block
+        ids do."""
         layers = [Layer.of_manifest(manifest)] if manifest is not None else []
         not_before, expires = 0, 0
         bindings = []
@@ -162,7 +166,8 @@ class Authority:
             if block.HasField("grant"):
                 g = block.grant
                 name = "grant" if i == 0 else f"attenuation {i}"
-                layers.append(Layer.of_grant(name, g, block.id.hex()))
+                key = layer_keys[i] if i < len(layer_keys) else block.id.hex()
+                layers.append(Layer.of_grant(name, g, key))
                 not_before = max(not_before, g.not_before)
                 if g.expires_at:
                     expires = g.expires_at if not expires else min(expires, g.expires_at)

@@ -69,6 +69,7 @@ class VerifiedToken:
     token_id: str        # hex id of the last block
     grant_id: str        # hex id of the root block
     blocks: tuple[token_pb2.TokenBlock, ...]
+    layer_keys: tuple[str, ...] = ()  # per block: the budget-counter key (see verify)
 
     @property
     def grant(self) -> caps.Grant:
@@ -80,7 +81,7 @@ class VerifiedToken:
         return tuple(b.id.hex() for b in self.blocks)
 
     def authority(self, manifest: caps.Manifest | None = None) -> Authority:
-        return Authority.from_blocks(self.blocks, manifest)
+        return Authority.from_blocks(self.blocks, manifest, self.layer_keys)
 
     def check_binding(self, invocation_id: str) -> None:
         """Raise CaveatUnmet unless the token is bound to exactly this invocation."""
@@ -156,15 +157,21 @@ class UnverifiedToken:
         if key is None:
             raise TokenInvalid(f"token sealed with unknown key {self._msg.key_id!r}")
         mac = key
+        chain = []
         for raw in self._msg.blocks:
             mac = _mac(mac, raw)
+            chain.append(mac)
         # Constant-time compare: a timing oracle on the MAC would allow forgery.
         if not hmac.compare_digest(mac, self._msg.mac):
             raise TokenInvalid("token signature does not verify: forged or altered")
         problem = _chain_problem(tuple(self._msg.blocks))
         if problem:
             raise (TokenInvalid if problem.startswith("malformed") else AttenuationWidens)(problem)
-        return VerifiedToken(self.token_id, self.grant_id, self._blocks)
+        # Budget counters are keyed by the chain MAC at each block, not by block ids: ids
+        # are chosen by whoever attenuates, so keying by them would let one token's holder
+        # spend another token's counters. A chain MAC cannot be chosen without the key.
+        layer_keys = tuple(hashlib.sha256(m).hexdigest()[:32] for m in chain)
+        return VerifiedToken(self.token_id, self.grant_id, self._blocks, layer_keys)
 
     def attenuate(self, block: token_pb2.TokenBlock) -> str:
         """Append a block and reseal offline; returns the new token text. A fresh block
