@@ -55,7 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(f"--workspace expects NAME=DIR, got {spec!r}")
         workspaces[name] = Path(path).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = BrokerConfig(state_dir=_state_dir(args), workspaces=workspaces, tcp=args.tcp)
+    config = BrokerConfig(state_dir=_state_dir(args), workspaces=workspaces, tcp=args.tcp,
+                          checkpoint_every=args.checkpoint_every,
+                          checkpoint_interval_s=args.checkpoint_interval)
     asyncio.run(Broker(config).run_forever())
     return 0
 
@@ -180,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the broker")
     s.add_argument("--workspace", action="append", default=[], metavar="NAME=DIR")
     s.add_argument("--tcp", metavar="HOST:PORT", help="also serve the agent API on TCP")
+    s.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                   help="sign the audit head after N records (default 1000) ...")
+    s.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="... or after this long when records came (default 60)")
     s.set_defaults(fn=cmd_serve)
 
     img = sub.add_parser("images", help="build images").add_subparsers(dest="sub", required=True)

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 from writ._proto import audit_pb2
-from writ.audit import FileSink, MemorySink, chain_hash, read_records, verify_chain
+from writ.audit import (
+    FileSink,
+    MemorySink,
+    chain_hash,
+    read_records,
+    verify_chain,
+    verify_log,
+)
 from writ.errors import AuditUnavailable
 
 N = 5
@@ -256,11 +263,18 @@ def test_verify_chain_names_the_first_bad_record(tmp_path: Path, tamper: Callabl
     else:
         assert found == problem
 
-    # ... and the sink refuses to append to it.
+    problem = verify_log(path).problem
+    assert problem is not None and problem.message == found and problem.line == bad
+    if problem.kind == "torn":
+        # An unterminated last line is an interrupted write: the sink cuts it off, keeps
+        # the bytes beside the log and says so in the chain (test_audit_sink.py).
+        return
+    # ... and the sink refuses to append to it, naming the line and byte.
     with pytest.raises(AuditUnavailable) as info:
         FileSink(path)
     assert info.value.details == (f"audit log unavailable, operation refused: {path} fails "
-                                  f"verification: {found}")
+                                  f"verification: {problem.located(path)}")
+    assert f"{path}:{bad}" in info.value.details
 
 
 def test_refused_log_is_left_untouched(tmp_path: Path) -> None:

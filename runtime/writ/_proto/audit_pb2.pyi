@@ -15,7 +15,7 @@ ALLOW: Decision
 DENY: Decision
 
 class AuditEvent(_message.Message):
-    __slots__ = ("seq", "time", "prev_hash", "hash", "actor", "method", "token_id", "grant_id", "tool", "invocation_id", "operation", "target", "decision", "reason", "rule", "bytes", "status")
+    __slots__ = ("seq", "time", "prev_hash", "hash", "actor", "method", "token_id", "grant_id", "tool", "invocation_id", "operation", "target", "decision", "reason", "rule", "bytes", "status", "detail")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class AuditEvent(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: str
     prev_hash: str
@@ -50,4 +51,5 @@ class AuditEvent(_message.Message):
     rule: str
     bytes: int
     status: str
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., actor: _Optional[str] = ..., method: _Optional[str] = ..., token_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., tool: _Optional[str] = ..., invocation_id: _Optional[str] = ..., operation: _Optional[str] = ..., target: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., bytes: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+    detail: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., actor: _Optional[str] = ..., method: _Optional[str] = ..., token_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., tool: _Optional[str] = ..., invocation_id: _Optional[str] = ..., operation: _Optional[str] = ..., target: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., bytes: _Optional[int] = ..., status: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from .._proto import audit_pb2
-from ..audit import AuditSink, FileSink
+from ..audit import AuditSink, checkpoint_timer, open_broker_sink
 from ..budgets import Budgets
 from ..core.tokens import UnverifiedToken, VerifiedToken
 from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevoked
@@ -50,6 +50,8 @@ class BrokerConfig:
     max_invocations: int = 8            # running at once
     max_queued: int = 64                # waiting for a slot; past that RESOURCE_EXHAUSTED
     extra_labels: dict[str, str] = field(default_factory=dict)  # on every container (tests)
+    checkpoint_every: int = 1000        # sign the audit head after this many records ...
+    checkpoint_interval_s: float = 60.0  # ... or after this long, if any came
 
     @property
     def control_socket(self) -> Path:
@@ -91,7 +93,9 @@ class Broker:
         # so a second verification of the same text would give the same answer. Revocation
         # and expiry are still checked on every use.
         self._verified: dict[str, VerifiedToken] = {}
-        self.sink: AuditSink = sink or FileSink(config.audit_path)
+        self.sink: AuditSink = sink or open_broker_sink(config.audit_path,
+                                                        config.checkpoint_every)
+        self._checkpoints: asyncio.Future[None] | None = None
         self.launcher = Launcher(docker_client)
         self.workspaces = Workspaces(config.workspaces)
         self._servers: list[grpc.aio.Server] = []
@@ -183,6 +187,8 @@ class Broker:
             os.chmod(sock, 0o600)
         if self.config.tcp:
             await self._serve(self.config.tcp, control, ("agent",))
+        self._checkpoints = asyncio.ensure_future(
+            checkpoint_timer(self.sink, self.config.checkpoint_interval_s))
 
     async def _serve(self, address: str, servicer: object, surfaces: tuple[str, ...]) -> None:
         if address.startswith("unix:"):
@@ -197,7 +203,9 @@ class Broker:
         for server in self._servers:
             await server.stop(grace=2)
         self._servers.clear()
-        self.sink.close()
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+        self.sink.close()  # a FileSink signs a last checkpoint
         self.workspaces.close()
         self.budgets.close()
         self.state.close()
