@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from . import cli_authority
+from . import cli_authority, cli_security
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workspaces[name] = Path(path).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = BrokerConfig(state_dir=_state_dir(args), workspaces=workspaces, tcp=args.tcp,
+                          strict=args.strict,
+                          trusted_keys=[Path(k) for k in args.trusted_key],
                           checkpoint_every=args.checkpoint_every,
                           checkpoint_interval_s=args.checkpoint_interval)
     asyncio.run(Broker(config).run_forever())
@@ -79,7 +81,7 @@ def cmd_tool_register(args: argparse.Namespace) -> int:
     if args.image:
         manifest.image = args.image
     with _client(args, operator=True) as c:
-        info = c.register_tool(manifest)
+        info = cli_security.register(c, manifest, Path(args.manifest), args.sig)
     _emit(args, _msg(info), f"registered {info.name}: {info.image} ({info.image_id[:19]})")
     return 0
 
@@ -120,36 +122,6 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0 if out.ok else EXIT_DENIED
 
 
-def _audit_lines(ev: Any) -> str:
-    d = ev.decision and ("ALLOW" if ev.decision == 1 else "DENY ")
-    who = ev.actor + (f"/{ev.invocation_id}" if ev.invocation_id else "")
-    tail = f" [{ev.rule}]" if ev.rule else ""
-    return (f"{ev.seq:>6} {ev.time[11:23]} {d} {ev.operation:<13} {ev.target:<28} {who:<36} "
-            f"{ev.reason}{tail}")
-
-
-def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from .audit import read_records
-
-    path = _state_dir(args) / "audit.jsonl"
-    if not path.exists():
-        raise SystemExit(f"no audit log at {path}")
-    events = list(read_records(path))[-args.n:]
-    _emit(args, [_msg(e) for e in events], "\n".join(_audit_lines(e) for e in events))
-    return 0
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from .audit import verify_chain
-
-    path = Path(args.file) if args.file else _state_dir(args) / "audit.jsonl"
-    count, problem = verify_chain(path)
-    _emit(args, {"records": count, "ok": problem is None, "problem": problem},
-          f"{path}: {count} records, chain intact" if problem is None else
-          f"{path}: BROKEN at {problem}")
-    return 0 if problem is None else 1
-
-
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import METHODS, render_table
 
@@ -182,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the broker")
     s.add_argument("--workspace", action="append", default=[], metavar="NAME=DIR")
     s.add_argument("--tcp", metavar="HOST:PORT", help="also serve the agent API on TCP")
+    s.add_argument("--strict", action="store_true", help="register and run only tools whose "
+                   "manifest a trusted key signed for the image their tag names")
+    s.add_argument("--trusted-key", action="append", default=[], metavar="FILE",
+                   help="public key of a security team (`writ caps keygen`); repeatable")
     s.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                    help="sign the audit head after N records (default 1000) ...")
     s.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
@@ -197,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = tool.add_parser("register", help="register a tool from its manifest")
     r.add_argument("manifest")
     r.add_argument("--image", help="override the manifest's image")
+    r.add_argument("--sig", help="signature file (default: <manifest>.sig.json beside it, "
+                   "if present)")
     r.set_defaults(fn=cmd_tool_register)
     tool.add_parser("list", help="registered tools").set_defaults(fn=cmd_tool_list)
 
@@ -216,17 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=None)
     c.set_defaults(fn=cmd_call)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub",
-                                                                        required=True)
-    t = audit.add_parser("tail", help="last records")
-    t.add_argument("-n", type=int, default=20)
-    t.set_defaults(fn=cmd_audit_tail)
-    v = audit.add_parser("verify", help="check the hash chain")
-    v.add_argument("--file")
-    v.set_defaults(fn=cmd_audit_verify)
-
     sub.add_parser("methods", help="the RPC surface table").set_defaults(fn=cmd_methods)
     cli_authority.add_commands(sub, _adapt)
+    cli_security.add_commands(sub)
     return p
 
 

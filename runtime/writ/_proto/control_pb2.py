@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import capabilities_pb2 as writ_dot_v1_dot_capabilities__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15writ/v1/control.proto\x12\x07writ.v1\x1a\x1awrit/v1/capabilities.proto\":\n\x13RegisterToolRequest\x12#\n\x08manifest\x18\x01 \x01(\x0b\x32\x11.writ.v1.Manifest\"u\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x08manifest\x18\x04 \x01(\x0b\x32\x11.writ.v1.Manifest\x12\x15\n\rregistered_at\x18\x05 \x01(\t\"\x12\n\x10ListToolsRequest\"5\n\x11ListToolsResponse\x12 \n\x05tools\x18\x01 \x03(\x0b\x32\x11.writ.v1.ToolInfo\"@\n\x10MintTokenRequest\x12\x1d\n\x05grant\x18\x01 \x01(\x0b\x32\x0e.writ.v1.Grant\x12\r\n\x05ttl_s\x18\x02 \x01(\r\"Z\n\x11MintTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x10\n\x08narrowed\x18\x04 \x03(\t\"\xd2\x01\n\x0e\x45xplainRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12(\n\x06invoke\x18\x03 \x01(\x0b\x32\x16.writ.v1.ExplainInvokeH\x00\x12$\n\x04\x66ile\x18\x04 \x01(\x0b\x32\x14.writ.v1.ExplainFileH\x00\x12\"\n\x03net\x18\x05 \x01(\x0b\x32\x13.writ.v1.ExplainNetH\x00\x12\"\n\x03pay\x18\x06 \x01(\x0b\x32\x13.writ.v1.ExplainPayH\x00\x42\x0b\n\toperation\"#\n\rExplainInvoke\x12\x12\n\ninput_json\x18\x01 \x01(\t\"K\n\x0b\x45xplainFile\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x1b\n\x02op\x18\x03 \x01(\x0e\x32\x0f.writ.v1.FileOp\")\n\nExplainNet\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"=\n\nExplainPay\x12\r\n\x05payee\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"C\n\x0b\x42udgetState\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\x0b\n\x03\x63\x61p\x18\x04 \x01(\x03\"\xa4\x01\n\x0f\x45xplainResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0eneeds_approval\x18\x04 \x01(\x08\x12%\n\x07\x62udgets\x18\x05 \x03(\x0b\x32\x14.writ.v1.BudgetState\x12\x11\n\tauthority\x18\x06 \x03(\t\x12\x10\n\x08token_id\x18\x07 \x01(\t\"6\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13RevokeTokenResponse\"\x12\n\x10RotateKeyRequest\">\n\x11RotateKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x19\n\x11verifying_key_ids\x18\x02 \x03(\t\"@\n\rInvokeRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x12\n\ninput_json\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"O\n\rInvokeStarted\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x11\n\tlaunch_ms\x18\x03 \x01(\x01\"\x1a\n\nToolOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"*\n\tToolError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\x0cInvokeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.writ.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\x11\n\texit_code\x18\x05 \x01(\x05\"\x91\x01\n\x0bInvokeEvent\x12)\n\x07started\x18\x01 \x01(\x0b\x32\x16.writ.v1.InvokeStartedH\x00\x12%\n\x06output\x18\x02 \x01(\x0b\x32\x13.writ.v1.ToolOutputH\x00\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.writ.v1.InvokeResultH\x00\x42\x07\n\x05\x65vent2\xd8\x03\n\x07\x43ontrol\x12?\n\x0cRegisterTool\x12\x1c.writ.v1.RegisterToolRequest\x1a\x11.writ.v1.ToolInfo\x12\x42\n\tListTools\x12\x19.writ.v1.ListToolsRequest\x1a\x1a.writ.v1.ListToolsResponse\x12\x42\n\tMintToken\x12\x19.writ.v1.MintTokenRequest\x1a\x1a.writ.v1.MintTokenResponse\x12\x38\n\x06Invoke\x12\x16.writ.v1.InvokeRequest\x1a\x14.writ.v1.InvokeEvent0\x01\x12<\n\x07\x45xplain\x12\x17.writ.v1.ExplainRequest\x1a\x18.writ.v1.ExplainResponse\x12H\n\x0bRevokeToken\x12\x1b.writ.v1.RevokeTokenRequest\x1a\x1c.writ.v1.RevokeTokenResponse\x12\x42\n\tRotateKey\x12\x19.writ.v1.RotateKeyRequest\x1a\x1a.writ.v1.RotateKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15writ/v1/control.proto\x12\x07writ.v1\x1a\x1awrit/v1/capabilities.proto\"R\n\x13RegisterToolRequest\x12#\n\x08manifest\x18\x01 \x01(\x0b\x32\x11.writ.v1.Manifest\x12\x16\n\x0esignature_json\x18\x02 \x01(\t\"u\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12#\n\x08manifest\x18\x04 \x01(\x0b\x32\x11.writ.v1.Manifest\x12\x15\n\rregistered_at\x18\x05 \x01(\t\"\x12\n\x10ListToolsRequest\"5\n\x11ListToolsResponse\x12 \n\x05tools\x18\x01 \x03(\x0b\x32\x11.writ.v1.ToolInfo\"@\n\x10MintTokenRequest\x12\x1d\n\x05grant\x18\x01 \x01(\x0b\x32\x0e.writ.v1.Grant\x12\r\n\x05ttl_s\x18\x02 \x01(\r\"Z\n\x11MintTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x10\n\x08narrowed\x18\x04 \x03(\t\"\xd2\x01\n\x0e\x45xplainRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12(\n\x06invoke\x18\x03 \x01(\x0b\x32\x16.writ.v1.ExplainInvokeH\x00\x12$\n\x04\x66ile\x18\x04 \x01(\x0b\x32\x14.writ.v1.ExplainFileH\x00\x12\"\n\x03net\x18\x05 \x01(\x0b\x32\x13.writ.v1.ExplainNetH\x00\x12\"\n\x03pay\x18\x06 \x01(\x0b\x32\x13.writ.v1.ExplainPayH\x00\x42\x0b\n\toperation\"#\n\rExplainInvoke\x12\x12\n\ninput_json\x18\x01 \x01(\t\"K\n\x0b\x45xplainFile\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x1b\n\x02op\x18\x03 \x01(\x0e\x32\x0f.writ.v1.FileOp\")\n\nExplainNet\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"=\n\nExplainPay\x12\r\n\x05payee\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"C\n\x0b\x42udgetState\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\x0b\n\x03\x63\x61p\x18\x04 \x01(\x03\"\xa4\x01\n\x0f\x45xplainResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0eneeds_approval\x18\x04 \x01(\x08\x12%\n\x07\x62udgets\x18\x05 \x03(\x0b\x32\x14.writ.v1.BudgetState\x12\x11\n\tauthority\x18\x06 \x03(\t\x12\x10\n\x08token_id\x18\x07 \x01(\t\"6\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13RevokeTokenResponse\"\x12\n\x10RotateKeyRequest\">\n\x11RotateKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x19\n\x11verifying_key_ids\x18\x02 \x03(\t\"@\n\rInvokeRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x12\n\ninput_json\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"O\n\rInvokeStarted\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x11\n\tlaunch_ms\x18\x03 \x01(\x01\"\x1a\n\nToolOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"*\n\tToolError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\x0cInvokeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.writ.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\x11\n\texit_code\x18\x05 \x01(\x05\"\x91\x01\n\x0bInvokeEvent\x12)\n\x07started\x18\x01 \x01(\x0b\x32\x16.writ.v1.InvokeStartedH\x00\x12%\n\x06output\x18\x02 \x01(\x0b\x32\x13.writ.v1.ToolOutputH\x00\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x15.writ.v1.InvokeResultH\x00\x42\x07\n\x05\x65vent2\xd8\x03\n\x07\x43ontrol\x12?\n\x0cRegisterTool\x12\x1c.writ.v1.RegisterToolRequest\x1a\x11.writ.v1.ToolInfo\x12\x42\n\tListTools\x12\x19.writ.v1.ListToolsRequest\x1a\x1a.writ.v1.ListToolsResponse\x12\x42\n\tMintToken\x12\x19.writ.v1.MintTokenRequest\x1a\x1a.writ.v1.MintTokenResponse\x12\x38\n\x06Invoke\x12\x16.writ.v1.InvokeRequest\x1a\x14.writ.v1.InvokeEvent0\x01\x12<\n\x07\x45xplain\x12\x17.writ.v1.ExplainRequest\x1a\x18.writ.v1.ExplainResponse\x12H\n\x0bRevokeToken\x12\x1b.writ.v1.RevokeTokenRequest\x1a\x1c.writ.v1.RevokeTokenResponse\x12\x42\n\tRotateKey\x12\x19.writ.v1.RotateKeyRequest\x1a\x1a.writ.v1.RotateKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,51 +33,51 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'writ.v1.control_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERTOOLREQUEST']._serialized_start=62
-  _globals['_REGISTERTOOLREQUEST']._serialized_end=120
-  _globals['_TOOLINFO']._serialized_start=122
-  _globals['_TOOLINFO']._serialized_end=239
-  _globals['_LISTTOOLSREQUEST']._serialized_start=241
-  _globals['_LISTTOOLSREQUEST']._serialized_end=259
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=261
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=314
-  _globals['_MINTTOKENREQUEST']._serialized_start=316
-  _globals['_MINTTOKENREQUEST']._serialized_end=380
-  _globals['_MINTTOKENRESPONSE']._serialized_start=382
-  _globals['_MINTTOKENRESPONSE']._serialized_end=472
-  _globals['_EXPLAINREQUEST']._serialized_start=475
-  _globals['_EXPLAINREQUEST']._serialized_end=685
-  _globals['_EXPLAININVOKE']._serialized_start=687
-  _globals['_EXPLAININVOKE']._serialized_end=722
-  _globals['_EXPLAINFILE']._serialized_start=724
-  _globals['_EXPLAINFILE']._serialized_end=799
-  _globals['_EXPLAINNET']._serialized_start=801
-  _globals['_EXPLAINNET']._serialized_end=842
-  _globals['_EXPLAINPAY']._serialized_start=844
-  _globals['_EXPLAINPAY']._serialized_end=905
-  _globals['_BUDGETSTATE']._serialized_start=907
-  _globals['_BUDGETSTATE']._serialized_end=974
-  _globals['_EXPLAINRESPONSE']._serialized_start=977
-  _globals['_EXPLAINRESPONSE']._serialized_end=1141
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1143
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1197
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1199
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1220
-  _globals['_ROTATEKEYREQUEST']._serialized_start=1222
-  _globals['_ROTATEKEYREQUEST']._serialized_end=1240
-  _globals['_ROTATEKEYRESPONSE']._serialized_start=1242
-  _globals['_ROTATEKEYRESPONSE']._serialized_end=1304
-  _globals['_INVOKEREQUEST']._serialized_start=1306
-  _globals['_INVOKEREQUEST']._serialized_end=1370
-  _globals['_INVOKESTARTED']._serialized_start=1372
-  _globals['_INVOKESTARTED']._serialized_end=1451
-  _globals['_TOOLOUTPUT']._serialized_start=1453
-  _globals['_TOOLOUTPUT']._serialized_end=1479
-  _globals['_TOOLERROR']._serialized_start=1481
-  _globals['_TOOLERROR']._serialized_end=1523
-  _globals['_INVOKERESULT']._serialized_start=1525
-  _globals['_INVOKERESULT']._serialized_end=1647
-  _globals['_INVOKEEVENT']._serialized_start=1650
-  _globals['_INVOKEEVENT']._serialized_end=1795
-  _globals['_CONTROL']._serialized_start=1798
-  _globals['_CONTROL']._serialized_end=2270
+  _globals['_REGISTERTOOLREQUEST']._serialized_end=144
+  _globals['_TOOLINFO']._serialized_start=146
+  _globals['_TOOLINFO']._serialized_end=263
+  _globals['_LISTTOOLSREQUEST']._serialized_start=265
+  _globals['_LISTTOOLSREQUEST']._serialized_end=283
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=285
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=338
+  _globals['_MINTTOKENREQUEST']._serialized_start=340
+  _globals['_MINTTOKENREQUEST']._serialized_end=404
+  _globals['_MINTTOKENRESPONSE']._serialized_start=406
+  _globals['_MINTTOKENRESPONSE']._serialized_end=496
+  _globals['_EXPLAINREQUEST']._serialized_start=499
+  _globals['_EXPLAINREQUEST']._serialized_end=709
+  _globals['_EXPLAININVOKE']._serialized_start=711
+  _globals['_EXPLAININVOKE']._serialized_end=746
+  _globals['_EXPLAINFILE']._serialized_start=748
+  _globals['_EXPLAINFILE']._serialized_end=823
+  _globals['_EXPLAINNET']._serialized_start=825
+  _globals['_EXPLAINNET']._serialized_end=866
+  _globals['_EXPLAINPAY']._serialized_start=868
+  _globals['_EXPLAINPAY']._serialized_end=929
+  _globals['_BUDGETSTATE']._serialized_start=931
+  _globals['_BUDGETSTATE']._serialized_end=998
+  _globals['_EXPLAINRESPONSE']._serialized_start=1001
+  _globals['_EXPLAINRESPONSE']._serialized_end=1165
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1167
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1221
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1223
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1244
+  _globals['_ROTATEKEYREQUEST']._serialized_start=1246
+  _globals['_ROTATEKEYREQUEST']._serialized_end=1264
+  _globals['_ROTATEKEYRESPONSE']._serialized_start=1266
+  _globals['_ROTATEKEYRESPONSE']._serialized_end=1328
+  _globals['_INVOKEREQUEST']._serialized_start=1330
+  _globals['_INVOKEREQUEST']._serialized_end=1394
+  _globals['_INVOKESTARTED']._serialized_start=1396
+  _globals['_INVOKESTARTED']._serialized_end=1475
+  _globals['_TOOLOUTPUT']._serialized_start=1477
+  _globals['_TOOLOUTPUT']._serialized_end=1503
+  _globals['_TOOLERROR']._serialized_start=1505
+  _globals['_TOOLERROR']._serialized_end=1547
+  _globals['_INVOKERESULT']._serialized_start=1549
+  _globals['_INVOKERESULT']._serialized_end=1671
+  _globals['_INVOKEEVENT']._serialized_start=1674
+  _globals['_INVOKEEVENT']._serialized_end=1819
+  _globals['_CONTROL']._serialized_start=1822
+  _globals['_CONTROL']._serialized_end=2294
 # @@protoc_insertion_point(module_scope)

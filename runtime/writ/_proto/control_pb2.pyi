@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterToolRequest(_message.Message):
-    __slots__ = ("manifest",)
+    __slots__ = ("manifest", "signature_json")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_JSON_FIELD_NUMBER: _ClassVar[int]
     manifest: _capabilities_pb2.Manifest
-    def __init__(self, manifest: _Optional[_Union[_capabilities_pb2.Manifest, _Mapping]] = ...) -> None: ...
+    signature_json: str
+    def __init__(self, manifest: _Optional[_Union[_capabilities_pb2.Manifest, _Mapping]] = ..., signature_json: _Optional[str] = ...) -> None: ...
 
 class ToolInfo(_message.Message):
     __slots__ = ("name", "image", "image_id", "manifest", "registered_at")

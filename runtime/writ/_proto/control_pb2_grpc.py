@@ -75,7 +75,8 @@ class ControlServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RegisterTool(self, request, context):
-        """Register (or replace) a tool: its image must exist locally; the manifest is checked.
+        """Register (or replace) a tool: its image must exist locally; the manifest is checked;
+        in strict mode it must be signed by a trusted key for the image's current id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

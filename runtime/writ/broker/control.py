@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._proto import audit_pb2, control_pb2
 from .._proto import capabilities_pb2 as caps
+from ..audit import detail_json
 from ..core.policy import ToolCall, decide
 from ..core.tokens import UnverifiedToken, bind, mint
 from ..errors import (
@@ -27,6 +28,7 @@ from ..launcher import Launched, LaunchSpec, effective_limits
 from ..launcher._seccomp import load_profile
 from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
 from ..manifests import check_grant, check_manifest
+from ..security.signing import registration_detail
 from ..state import ToolRecord
 from .authority import AuthorityService, narrowing_report, token_ids
 from .invocation import Invocation, Outcome
@@ -97,7 +99,10 @@ class ControlService(AuthorityService):
         async with self.b.audited(ev):
             check_manifest(req.manifest)
             image_id = await asyncio.to_thread(self.b.launcher.image_id, req.manifest.image)
-            ev.reason = f"image {req.manifest.image} pinned as {image_id}"
+            signer = self.b.pinning.check_register(req.manifest, image_id, req.signature_json)
+            ev.reason = f"image {req.manifest.image} pinned as {image_id}" + (
+                f", manifest signed by {signer}" if signer else "")
+            ev.detail = registration_detail(req.manifest, image_id, signer)
             await self.b.allow(ev)
         return tool_info(self.b.state.put_tool(req.manifest, image_id))
 
@@ -126,6 +131,7 @@ class ControlService(AuthorityService):
             if grant.expires_at > now + MAX_TTL_S:
                 raise InvalidArgument(f"grant.expires_at is more than {MAX_TTL_S}s away")
             token, token_id = mint(self.b.keyring, grant, now)
+            ev.detail = detail_json(grant)  # what was granted, for action-authority reports
             narrowed = narrowing_report(grant, self.b.state.list_tools())
             ev.token_id = ev.grant_id = ev.target = token_id
             ev.reason = (f"{len(grant.tools)} tool, {len(grant.files)} file, {len(grant.net)} "
@@ -150,6 +156,7 @@ class ControlService(AuthorityService):
             tool = b.state.get_tool(req.tool)
             if tool is None:
                 raise ToolNotFound(req.tool)
+            await asyncio.to_thread(b.pinning.check_invoke, tool, b.launcher.image_id)
             input_json, args = _check_input(req.input_json)
             decision = decide(token.authority(tool.manifest), ToolCall(tool.name, args), now)
             if not decision.allowed:

@@ -29,6 +29,7 @@ from ..core.tokens import UnverifiedToken, VerifiedToken
 from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevoked
 from ..launcher import Launcher
 from ..mediators.files import Workspaces
+from ..security.signing import Pinning
 from ..state import State
 from .control import ControlService
 from .rpc import generic_handler
@@ -50,6 +51,10 @@ class BrokerConfig:
     max_invocations: int = 8            # running at once
     max_queued: int = 64                # waiting for a slot; past that RESOURCE_EXHAUSTED
     extra_labels: dict[str, str] = field(default_factory=dict)  # on every container (tests)
+    # Strict mode: register and run only tools whose manifest a trusted key signed for the
+    # image id the tag names (writ.security.signing).
+    strict: bool = False
+    trusted_keys: list[Path] = field(default_factory=list)   # Ed25519 public key files
     checkpoint_every: int = 1000        # sign the audit head after this many records ...
     checkpoint_interval_s: float = 60.0  # ... or after this long, if any came
 
@@ -93,6 +98,8 @@ class Broker:
         # so a second verification of the same text would give the same answer. Revocation
         # and expiry are still checked on every use.
         self._verified: dict[str, VerifiedToken] = {}
+        self.pinning = Pinning.from_files(config.strict, config.trusted_keys,
+                                          config.state_dir / "signatures")
         self.sink: AuditSink = sink or open_broker_sink(config.audit_path,
                                                         config.checkpoint_every)
         self._checkpoints: asyncio.Future[None] | None = None
