@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workspaces[name] = Path(path).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = BrokerConfig(state_dir=_state_dir(args), workspaces=workspaces, tcp=args.tcp,
-                          strict=args.strict,
+                          deny_globs=args.deny_glob, strict=args.strict,
                           trusted_keys=[Path(k) for k in args.trusted_key],
                           checkpoint_every=args.checkpoint_every,
                           checkpoint_interval_s=args.checkpoint_interval)
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the broker")
     s.add_argument("--workspace", action="append", default=[], metavar="NAME=DIR")
     s.add_argument("--tcp", metavar="HOST:PORT", help="also serve the agent API on TCP")
+    s.add_argument("--deny-glob", action="append", default=[], metavar="GLOB",
+                   help="a workspace path no tool may touch, on top of the built-in deny "
+                   "list (.git/hooks, shell start-up files, keys, ...); repeatable")
     s.add_argument("--strict", action="store_true", help="register and run only tools whose "
                    "manifest a trusted key signed for the image their tag names")
     s.add_argument("--trusted-key", action="append", default=[], metavar="FILE",

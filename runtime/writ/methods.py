@@ -19,6 +19,7 @@ class Method:
     operation: str   # audit operation name
     streaming: bool  # server-streaming response
     note: str
+    client_streaming: bool = False  # a stream of request messages
 
     @property
     def full_name(self) -> str:
@@ -45,6 +46,18 @@ _ROWS = [
            "openat2 RESOLVE_BENEATH|NO_SYMLINKS; regular files only"),
     Method("ToolBroker", "ListDir", "tool", "file.list", False,
            "openat2 RESOLVE_BENEATH|NO_SYMLINKS; directories only"),
+    Method("ToolBroker", "Stat", "tool", "file.stat", False,
+           "a trailing symlink is described, never followed"),
+    Method("ToolBroker", "OpenFile", "tool", "file.read", False,
+           "whole-file READ charged and recorded, then a read-only descriptor (SCM_RIGHTS)"),
+    Method("ToolBroker", "WriteFile", "tool", "file.write", False,
+           "file.create when new; O_TMPFILE, fsync, atomic rename; discarded unless finished",
+           client_streaming=True),
+    Method("ToolBroker", "MakeDir", "tool", "file.mkdir", False, "charges one file"),
+    Method("ToolBroker", "Delete", "tool", "file.delete", False,
+           "a regular single-link file or an empty directory"),
+    Method("ToolBroker", "Rename", "tool", "file.rename", False,
+           "regular files only; RENAME allowed on both paths"),
 ]
 
 METHODS: dict[str, Method] = {m.full_name: m for m in _ROWS}

@@ -34,11 +34,12 @@ def probe_image(docker_client: Any, base_image: str) -> str:
 class RunningBroker:
     """A real broker on its own event loop thread, with its state in a temp dir."""
 
-    def __init__(self, state_dir: Path, workspace: Path, docker_client: Any) -> None:
+    def __init__(self, state_dir: Path, workspace: Path, docker_client: Any,
+                 **config: Any) -> None:
         self.state_dir = state_dir
         self.workspace = workspace
         self.config = BrokerConfig(state_dir=state_dir, workspaces={"demo": workspace},
-                                   extra_labels={TEST_LABEL: TEST_RUN_ID})
+                                   extra_labels={TEST_LABEL: TEST_RUN_ID}, **config)
         self.broker = Broker(self.config, docker_client)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()

@@ -47,7 +47,8 @@ def test_row_matches_descriptor(name: str) -> None:
     assert row.full_name == name
     assert (row.service, row.name) == (desc.containing_service.name, desc.name)
     assert row.streaming is desc.server_streaming
-    assert not desc.client_streaming, "client streaming is not supported by rpc.py"
+    assert row.client_streaming is desc.client_streaming
+    assert not (row.streaming and row.client_streaming), "rpc.py serves no bidi streams"
     assert row.surface in SURFACES
     assert row.operation and row.note
 
@@ -60,7 +61,8 @@ def test_rows_is_a_filter_of_the_table() -> None:
     assert rows("Control", ("tool",)) == []
     assert rows("ToolBroker", ("agent", "operator")) == []
     assert {m.name for m in rows("ToolBroker", ("tool",))} == {
-        "Start", "Finish", "ReadFile", "ListDir"}
+        "Start", "Finish", "ReadFile", "ListDir", "Stat", "OpenFile", "WriteFile", "MakeDir",
+        "Delete", "Rename"}
 
 
 def test_render_table_lists_every_row() -> None:
@@ -104,7 +106,7 @@ def test_generic_handler_serves_exactly_the_rows(service: str, surfaces: tuple[s
     for name in served:
         h = handler.service(Details(name))
         assert h.response_streaming is METHODS[name].streaming
-        assert not h.request_streaming
+        assert h.request_streaming is METHODS[name].client_streaming
 
 
 def test_agent_surface_of_control() -> None:

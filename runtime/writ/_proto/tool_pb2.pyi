@@ -1,10 +1,22 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WriteMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WRITE_MODE_UNSPECIFIED: _ClassVar[WriteMode]
+    WRITE_MODE_REPLACE: _ClassVar[WriteMode]
+    WRITE_MODE_CREATE: _ClassVar[WriteMode]
+    WRITE_MODE_CREATE_OR_REPLACE: _ClassVar[WriteMode]
+WRITE_MODE_UNSPECIFIED: WriteMode
+WRITE_MODE_REPLACE: WriteMode
+WRITE_MODE_CREATE: WriteMode
+WRITE_MODE_CREATE_OR_REPLACE: WriteMode
 
 class StartRequest(_message.Message):
     __slots__ = ()
@@ -81,3 +93,99 @@ class ListDirResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ...) -> None: ...
+
+class StatRequest(_message.Message):
+    __slots__ = ("workspace", "path")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class StatResponse(_message.Message):
+    __slots__ = ("kind", "size", "mtime_ns")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    size: int
+    mtime_ns: int
+    def __init__(self, kind: _Optional[str] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+
+class OpenFileRequest(_message.Message):
+    __slots__ = ("workspace", "path")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class OpenFileResponse(_message.Message):
+    __slots__ = ("ticket", "size")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ticket: str
+    size: int
+    def __init__(self, ticket: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class WriteFileRequest(_message.Message):
+    __slots__ = ("workspace", "path", "mode", "data", "finish")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    mode: WriteMode
+    data: bytes
+    finish: bool
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., data: _Optional[bytes] = ..., finish: _Optional[bool] = ...) -> None: ...
+
+class WriteFileResponse(_message.Message):
+    __slots__ = ("bytes_written", "created")
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    bytes_written: int
+    created: bool
+    def __init__(self, bytes_written: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class MakeDirRequest(_message.Message):
+    __slots__ = ("workspace", "path")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class MakeDirResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("workspace", "path")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    path: str
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RenameRequest(_message.Message):
+    __slots__ = ("workspace", "from_path", "to_path", "replace")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    FROM_PATH_FIELD_NUMBER: _ClassVar[int]
+    TO_PATH_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    from_path: str
+    to_path: str
+    replace: bool
+    def __init__(self, workspace: _Optional[str] = ..., from_path: _Optional[str] = ..., to_path: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class RenameResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -22,8 +22,10 @@ from ..core.policy import Authority
 from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, FailedPrecondition
 from ..launcher._spec import SOCKET_NAME, TOOL_USER
-from ..mediators import files
+from ..mediators import files, files_write
 from ..mediators._context import CallContext
+from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
+from ..methods import Method
 from ..state import ToolRecord
 from .rpc import generic_handler
 
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 TOKEN_METADATA = "writ-token"
 READY_TIMEOUT_S = 30.0
-MAX_TOOL_MESSAGE = 1 << 20
+# One WriteFile message: up to 1 MiB of data plus its few header bytes.
+MAX_TOOL_MESSAGE = (1 << 20) + (16 << 10)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Invocation:
         default_factory=lambda: asyncio.get_running_loop().create_future())
     started: bool = False
     server: grpc.aio.Server | None = None
+    desk: DescriptorDesk | None = None  # hands checked read descriptors to the tool
 
     @property
     def socket_path(self) -> Path:
@@ -76,10 +80,14 @@ class Invocation:
         await self.server.start()
         os.chown(self.socket_path, uid, gid)
         os.chmod(self.socket_path, 0o600)
+        self.desk = DescriptorDesk(self.socket_dir / FD_SOCKET_NAME)
+        await self.desk.start(uid, gid)
 
     async def close(self) -> None:
         if self.server is not None:
             await self.server.stop(grace=None)
+        if self.desk is not None:
+            await self.desk.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
@@ -152,3 +160,37 @@ class ToolService:
                       context: Any) -> tool_pb2.ListDirResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/ListDir")
         return await files.list_dir(ctx, self.broker.workspaces, req)
+
+    async def Stat(self, req: tool_pb2.StatRequest, context: Any) -> tool_pb2.StatResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/Stat")
+        return await files.stat_entry(ctx, self.broker.workspaces, req)
+
+    async def OpenFile(self, req: tool_pb2.OpenFileRequest,
+                       context: Any) -> tool_pb2.OpenFileResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/OpenFile")
+        assert self.inv.desk is not None
+        return await files.open_file(ctx, self.broker.workspaces, self.inv.desk, req)
+
+    async def WriteFile(self, requests: AsyncIterator[tool_pb2.WriteFileRequest],
+                        context: Any) -> tool_pb2.WriteFileResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/WriteFile")
+        return await files_write.write_file(ctx, self.broker.workspaces, requests)
+
+    async def MakeDir(self, req: tool_pb2.MakeDirRequest,
+                      context: Any) -> tool_pb2.MakeDirResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/MakeDir")
+        return await files_write.make_dir(ctx, self.broker.workspaces, req)
+
+    async def Delete(self, req: tool_pb2.DeleteRequest, context: Any) -> tool_pb2.DeleteResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/Delete")
+        return await files_write.delete(ctx, self.broker.workspaces, req)
+
+    async def Rename(self, req: tool_pb2.RenameRequest, context: Any) -> tool_pb2.RenameResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/Rename")
+        return await files_write.rename(ctx, self.broker.workspaces, req)
+
+    async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
+        """A request that did not parse: check the token, record the refusal, raise it."""
+        ctx = await self._context(context, row.full_name)
+        await ctx.record_error(ctx.event(row.operation, ""), err)
+        raise err

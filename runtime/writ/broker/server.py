@@ -28,7 +28,8 @@ from ..budgets import Budgets
 from ..core.tokens import UnverifiedToken, VerifiedToken
 from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevoked
 from ..launcher import Launcher
-from ..mediators.files import Workspaces
+from ..mediators._denylist import check_glob
+from ..mediators._workspaces import DEFAULT_MAX_WRITE_BYTES, Workspaces
 from ..security.signing import Pinning
 from ..state import State
 from .control import ControlService
@@ -57,6 +58,10 @@ class BrokerConfig:
     trusted_keys: list[Path] = field(default_factory=list)   # Ed25519 public key files
     checkpoint_every: int = 1000        # sign the audit head after this many records ...
     checkpoint_interval_s: float = 60.0  # ... or after this long, if any came
+    # Globs no tool may touch in any workspace, added to the built-in deny list
+    # (writ.mediators._denylist.DEFAULT_DENY_GLOBS), which cannot be removed.
+    deny_globs: list[str] = field(default_factory=list)
+    max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES  # largest single WriteFile
 
     @property
     def control_socket(self) -> Path:
@@ -78,6 +83,10 @@ class BrokerConfig:
         if len(str(self.run_dir / "i0123456789abcdef" / "broker.sock")) > MAX_SOCKET_PATH:
             raise InvalidArgument(f"state dir {self.state_dir} is too long for Unix socket "
                                   "paths; choose a shorter --state-dir")
+        for pattern in self.deny_globs:
+            check_glob(pattern)
+        if self.max_write_bytes <= 0:
+            raise InvalidArgument("max_write_bytes must be positive")
         for name, path in self.workspaces.items():
             if not path.is_dir():
                 raise InvalidArgument(f"workspace {name!r}: {path} is not a directory")
@@ -104,7 +113,8 @@ class Broker:
                                                         config.checkpoint_every)
         self._checkpoints: asyncio.Future[None] | None = None
         self.launcher = Launcher(docker_client)
-        self.workspaces = Workspaces(config.workspaces)
+        self.workspaces = Workspaces(config.workspaces, config.deny_globs,
+                                     config.max_write_bytes)
         self._servers: list[grpc.aio.Server] = []
         self._slots = asyncio.Semaphore(config.max_invocations)
         self._queued = 0

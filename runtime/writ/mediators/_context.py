@@ -3,6 +3,7 @@ recorder and the audit fields that identify the caller."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,8 +37,14 @@ class CallContext:
         ev.decision = audit_pb2.ALLOW if decision.allowed else audit_pb2.DENY
         ev.reason, ev.rule, ev.bytes = decision.reason, decision.rule, nbytes
         ev.status = "OK" if decision.allowed else "PERMISSION_DENIED"
-        await self.record(ev)
+        await self._durably(ev)
 
     async def record_error(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
         ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
-        await self.record(ev)
+        await self._durably(ev)
+
+    async def _durably(self, ev: audit_pb2.AuditEvent) -> None:
+        # Shielded: gRPC cancels a handler whose caller went away (a tool that died or
+        # sent an oversized message), and a cancelled thread-pool job that had not started
+        # would silently drop the record. Once begun, a record is always written.
+        await asyncio.shield(self.record(ev))

@@ -138,6 +138,157 @@ def read_loop(args):
     return seen
 
 
+def _outcome(fn):
+    from writ_tool import BrokerError
+
+    try:
+        return {"ok": fn()}
+    except BrokerError as exc:
+        return {"code": exc.code, "message": exc.message}
+
+
+def _fs_op(spec):
+    """One file operation through the SDK, by name (fs_ops below)."""
+    from writ_tool import files
+
+    op, path, ws = spec["op"], spec.get("path", ""), spec.get("workspace", "")
+    data = spec.get("data", "").encode()
+    if op == "read":
+        return files.read_text(path, workspace=ws)
+    if op == "open":  # the descriptor path, falling back to streaming
+        with files.open(path, workspace=ws) as f:
+            return f.read()
+    if op == "stat":
+        st = files.stat(path, workspace=ws)
+        return [st.kind, st.size]
+    if op == "list":
+        return [[e.name, e.kind] for e in files.listdir(path, workspace=ws)]
+    if op == "write":  # create or replace
+        return files.write_bytes(path, data, workspace=ws)
+    if op == "replace":
+        return files.write_bytes(path, data, workspace=ws, create=False)
+    if op == "create":
+        return files.create(path, data, workspace=ws)
+    if op == "mkdir":
+        return files.mkdir(path, workspace=ws)
+    if op == "delete":
+        return files.delete(path, workspace=ws)
+    if op == "rename":
+        return files.rename(path, spec["to"], workspace=ws, replace=spec.get("replace", False))
+    raise ValueError(f"unknown op {op!r}")
+
+
+def fs_ops(args):
+    """Run a list of file operations, one outcome each: {"ok": result} or {"code", "message"}."""
+    return [_outcome(lambda spec=spec: _fs_op(spec)) for spec in args["ops"]]
+
+
+def write_stream(args):
+    """Stream `chunk` bytes per message, `chunks` times (0: until the broker refuses), then
+    finish (`finish`), abort (`abort`: raise inside the with block) or just stop sending."""
+    from writ_tool import BrokerError, files
+
+    chunk = b"w" * args.get("chunk", 1 << 20)
+    sent = 0
+    try:
+        with files.open(args["path"], "wb") as f:
+            while args.get("chunks", 0) == 0 or sent < args["chunks"] * len(chunk):
+                f.write(chunk)
+                sent += len(chunk)
+            if args.get("abort"):
+                raise RuntimeError("tool gave up")
+            if args.get("die"):
+                time.sleep(0.5)  # let the chunks reach the broker, then die mid-write
+                os._exit(3)
+    except BrokerError as exc:
+        return {"code": exc.code, "message": exc.message, "sent": sent}
+    except RuntimeError as exc:
+        return {"aborted": str(exc), "sent": sent}
+    return {"ok": f.bytes_written, "sent": sent}
+
+
+def raw_call(args):
+    """Send raw bytes as the request of `method` (unary) or as messages of a client stream."""
+    import base64
+
+    import grpc
+    from writ_tool import _broker
+
+    conn = _broker.connection()
+    bodies = [base64.b64decode(b) for b in args["messages"]]
+    if args.get("big_data"):  # one more message: `big_data` bytes of data, finishing
+        from writ_tool._proto import tool_pb2
+
+        bodies.append(tool_pb2.WriteFileRequest(data=b"x" * args["big_data"],
+                                                finish=True).SerializeToString())
+    ident = lambda b: b
+    try:
+        if args.get("stream"):
+            call = conn.channel.stream_unary(args["method"], request_serializer=ident,
+                                             response_deserializer=ident)
+            call(iter(bodies), metadata=conn.metadata, timeout=10)
+        else:
+            call = conn.channel.unary_unary(args["method"], request_serializer=ident,
+                                            response_deserializer=ident)
+            call(bodies[0], metadata=conn.metadata, timeout=10)
+        return {"ok": True}
+    except grpc.RpcError as err:
+        return {"code": err.code().name, "message": err.details()}
+
+
+def descriptor(args):
+    """Take a descriptor from the broker, read it, then try to write through it."""
+    from writ_tool import files
+
+    fd = files.open_descriptor(args["path"])
+    if fd is None:
+        return {"descriptor": None}
+    out = {"text": os.pread(fd, 1 << 20, 0).decode()}
+    try:
+        os.write(fd, b"x")
+        out["write"] = "written"
+    except OSError as exc:
+        out["write"] = errno.errorcode[exc.errno]
+    try:
+        os.close(os.open(f"/proc/self/fd/{fd}", os.O_WRONLY))
+        out["reopen"] = "opened for writing"
+    except OSError as exc:
+        out["reopen"] = errno.errorcode[exc.errno]
+    os.close(fd)
+    return out
+
+
+def ticket_twice(args):
+    """Redeem one descriptor ticket twice."""
+    from writ_tool import _broker
+    from writ_tool._proto import tool_pb2
+
+    conn = _broker.connection()
+    resp = conn.unary("OpenFile", tool_pb2.OpenFileRequest(path=args["path"]))
+    out = []
+    for _ in range(2):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(os.path.join(os.path.dirname(conn.socket_path), "fd.sock"))
+            s.sendall(resp.ticket.encode() + b"\n")
+            msg, fds, _f, _a = socket.recv_fds(s, 256, 1)
+        for fd in fds:
+            os.close(fd)
+        out.append({"status": msg[:1].hex(), "fds": len(fds), "message": msg[1:].decode()})
+    return out
+
+
+def fs_loop(args):
+    """Repeat a list of file operations for a while; count each distinct outcome (races)."""
+    seen = {}
+    deadline = time.monotonic() + args.get("seconds", 2)
+    while time.monotonic() < deadline:
+        for spec in args["ops"]:
+            out = _outcome(lambda spec=spec: _fs_op(spec))
+            key = "ok" if "ok" in out else "code:" + out["code"]
+            seen[key] = seen.get(key, 0) + 1
+    return seen
+
+
 def env(args):
     return sorted(os.environ)
 
@@ -175,7 +326,8 @@ def threads(args):
 
 ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths, caps,
                                    raw_socket, use_token, read, listdir, read_loop, env,
-                                   env_values, sleep, exit_silently, threads)}
+                                   env_values, sleep, exit_silently, threads, fs_ops,
+                                   write_stream, raw_call, descriptor, ticket_twice, fs_loop)}
 
 
 def main(args):

@@ -10,9 +10,17 @@ invocation's broker socket, checked against the invocation's token.
 """
 
 from . import files
-from ._broker import BrokerDenied, BrokerError, InvalidArgument, NotFound, PermissionDenied
+from ._broker import (
+    AlreadyExists,
+    BrokerDenied,
+    BrokerError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 
 __all__ = [
+           "AlreadyExists",
            "BrokerDenied",
            "BrokerError",
            "InvalidArgument",

@@ -38,11 +38,16 @@ class InvalidArgument(BrokerDenied):
     pass
 
 
+class AlreadyExists(BrokerDenied):
+    pass
+
+
 _BY_CODE = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 
 
@@ -54,6 +59,7 @@ def translate(err: grpc.RpcError) -> BrokerError:
 
 class _Connection:
     def __init__(self, socket_path: str, token: str) -> None:
+        self.socket_path = socket_path
         self.channel = grpc.insecure_channel(f"unix:{socket_path}")
         self.stub = tool_pb2_grpc.ToolBrokerStub(self.channel)
         self.metadata = (("writ-token", token),)
@@ -69,6 +75,11 @@ class _Connection:
             yield from getattr(self.stub, method)(request, metadata=self.metadata)
         except grpc.RpcError as err:
             raise translate(err) from None
+
+    def stream_unary(self, method: str, requests: Any) -> Any:
+        """Start a client-streaming call consuming ``requests`` on gRPC's own thread;
+        returns its future (``result()`` raises grpc.RpcError; see ``translate``)."""
+        return getattr(self.stub, method).future(requests, metadata=self.metadata)
 
 
 _conn: _Connection | None = None

@@ -1,19 +1,51 @@
 """Files in the user's workspaces, reached only through the broker.
 
+    from writ_tool import files
+
+    with files.open("reports/q3.csv") as f:          # a checked, audited READ
+        rows = f.readlines()
+    with files.open("out/summary.md", "w") as f:     # streamed; in place only on close
+        f.write("# Q3\n")
+    local = files.copy_in("data/big.parquet")        # a copy under /tmp
+    files.copy_out(local, "data/big-clean.parquet")
+
 Paths are relative to a workspace root and "/"-separated. ``workspace`` may be omitted
 when the token grants exactly one workspace. Every call raises
-``writ_tool.PermissionDenied`` when the token does not allow it.
+``writ_tool.PermissionDenied`` when the token does not allow it, ``NotFound``,
+``InvalidArgument`` or ``AlreadyExists`` as the broker answers.
+
+Reads: ``open(path, "r"/"rb")`` asks the broker for a read-only descriptor of the whole
+file (checked, charged and audited first) and returns a real file object on it; where the
+broker will not hand one out it falls back to streamed reads. ``read_bytes`` with an
+offset and length streams exactly that range.
+
+Writes: ``open(path, "w"/"wb")`` (create or replace) and ``"x"/"xb"`` (create only) stream
+the bytes to the broker as you write. The file appears, atomically and complete, when the
+``with`` block ends normally; if it raises, or the tool dies, nothing is written.
 """
 
 from __future__ import annotations
 
+import builtins
 import io
+import os
+import queue
+import socket
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._broker import connection
+import grpc
+
+from ._broker import BrokerError, connection, translate
 from ._proto import tool_pb2
+
+CHUNK = 1 << 20          # bytes per WriteFile message (the broker accepts 1 MiB of data)
+FD_SOCKET = "fd.sock"    # the broker's descriptor socket, next to its gRPC socket
+_QUEUE = 4               # chunks buffered ahead of the broker
+_ABORT_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +55,42 @@ class Entry:
     size: int
 
 
+@dataclass(frozen=True)
+class Stat:
+    kind: str  # "file", "dir", "symlink" (never followed), "other"
+    size: int
+    mtime_ns: int
+
+
+# -- metadata and directories ----------------------------------------------------------------
+def listdir(path: str = "", workspace: str = "") -> list[Entry]:
+    """Entries of a directory ("" is the workspace root)."""
+    resp = connection().unary("ListDir", tool_pb2.ListDirRequest(workspace=workspace, path=path))
+    return [Entry(e.name, e.kind, e.size) for e in resp.entries]
+
+
+def stat(path: str, workspace: str = "") -> Stat:
+    resp = connection().unary("Stat", tool_pb2.StatRequest(workspace=workspace, path=path))
+    return Stat(resp.kind, resp.size, resp.mtime_ns)
+
+
+def mkdir(path: str, workspace: str = "") -> None:
+    """Create one directory; its parent must exist."""
+    connection().unary("MakeDir", tool_pb2.MakeDirRequest(workspace=workspace, path=path))
+
+
+def delete(path: str, workspace: str = "") -> None:
+    """Remove a regular file or an empty directory."""
+    connection().unary("Delete", tool_pb2.DeleteRequest(workspace=workspace, path=path))
+
+
+def rename(src: str, dst: str, workspace: str = "", replace: bool = False) -> None:
+    """Move a regular file; an existing ``dst`` is replaced only when ``replace``."""
+    connection().unary("Rename", tool_pb2.RenameRequest(workspace=workspace, from_path=src,
+                                                        to_path=dst, replace=replace))
+
+
+# -- reading ---------------------------------------------------------------------------------
 def _chunks(path: str, workspace: str, offset: int, length: int) -> Iterator[bytes]:
     req = tool_pb2.ReadFileRequest(workspace=workspace, path=path, offset=offset, length=length)
     for chunk in connection().stream("ReadFile", req):
@@ -30,7 +98,7 @@ def _chunks(path: str, workspace: str, offset: int, length: int) -> Iterator[byt
 
 
 def read_bytes(path: str, workspace: str = "", offset: int = 0, length: int = 0) -> bytes:
-    """The file's bytes from ``offset`` (``length`` 0: to the end)."""
+    """The file's bytes from ``offset`` (``length`` 0: to the end), streamed."""
     return b"".join(_chunks(path, workspace, offset, length))
 
 
@@ -38,10 +106,26 @@ def read_text(path: str, workspace: str = "", encoding: str = "utf-8") -> str:
     return read_bytes(path, workspace).decode(encoding)
 
 
-def listdir(path: str = "", workspace: str = "") -> list[Entry]:
-    """Entries of a directory ("" is the workspace root)."""
-    resp = connection().unary("ListDir", tool_pb2.ListDirRequest(workspace=workspace, path=path))
-    return [Entry(e.name, e.kind, e.size) for e in resp.entries]
+def open_descriptor(path: str, workspace: str = "") -> int | None:
+    """A read-only descriptor of the whole file, or None when the broker will not hand one
+    out for it (FAILED_PRECONDITION: use streamed reads). The caller closes it."""
+    conn = connection()
+    try:
+        resp = conn.unary("OpenFile", tool_pb2.OpenFileRequest(workspace=workspace, path=path))
+    except BrokerError as err:
+        if err.code in ("FAILED_PRECONDITION", "UNIMPLEMENTED"):
+            return None
+        raise
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.path.join(os.path.dirname(conn.socket_path), FD_SOCKET))
+        s.sendall(resp.ticket.encode() + b"\n")
+        msg, fds, _flags, _addr = socket.recv_fds(s, 256, 1)
+    if msg[:1] != b"\x00" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise BrokerError("UNAVAILABLE", msg[1:].decode(errors="replace") or
+                          "the descriptor socket closed without an answer")
+    return fds[0]
 
 
 class _StreamReader(io.RawIOBase):
@@ -66,13 +150,212 @@ class _StreamReader(io.RawIOBase):
         return n
 
 
-def open(path: str, mode: str = "r", workspace: str = "",
-         encoding: str = "utf-8") -> io.IOBase:
-    """Open a workspace file for streaming reads: ``with files.open("a.csv") as f:``.
+# -- writing ---------------------------------------------------------------------------------
+_MODES = {None: tool_pb2.WRITE_MODE_CREATE_OR_REPLACE, True: tool_pb2.WRITE_MODE_CREATE,
+          False: tool_pb2.WRITE_MODE_REPLACE}
 
-    Only "r" and "rb" exist; writing arrives with mediated writes.
-    """
-    if mode not in ("r", "rb"):
-        raise ValueError(f"mode {mode!r} is not supported; use 'r' or 'rb'")
-    raw = io.BufferedReader(_StreamReader(_chunks(path, workspace, 0, 0)), 1 << 16)
-    return raw if mode == "rb" else io.TextIOWrapper(raw, encoding=encoding)
+
+class _Writer(io.BufferedIOBase):
+    """Streams to the broker as it is written; ``close`` commits, ``abort`` discards."""
+
+    def __init__(self, path: str, workspace: str, mode: Any) -> None:
+        super().__init__()
+        self.name = path
+        self.bytes_written = 0
+        self.created = False
+        self._header = tool_pb2.WriteFileRequest(workspace=workspace, path=path, mode=mode)
+        self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue(_QUEUE)
+        self._stop = threading.Event()
+        self._buf = bytearray()
+        self._future = connection().stream_unary("WriteFile", self._requests())
+
+    def _requests(self) -> Iterator[tool_pb2.WriteFileRequest]:
+        # The header goes at once: the broker decides (and records) before any data.
+        yield self._header
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is None:
+                return  # abort: the stream ends without `finish`, so nothing is written
+            data, finish = item
+            yield tool_pb2.WriteFileRequest(data=data, finish=finish)
+            if finish:
+                return
+
+    def _failed(self) -> BrokerError:
+        self._stop.set()
+        try:
+            self._future.result()
+        except grpc.RpcError as err:
+            return translate(err)
+        return BrokerError("ABORTED", "the broker ended the write early")
+
+    def _send(self, data: bytes, finish: bool) -> None:
+        while True:
+            if self._future.done():
+                raise self._failed()  # refused: quota, denial, a bad path
+            try:
+                self._queue.put((data, finish), timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        view = memoryview(b).cast("B")
+        n = len(view)
+        if self._buf:
+            take = min(n, CHUNK - len(self._buf))
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) == CHUNK:
+                self._send(bytes(self._buf), False)
+                self._buf.clear()
+        while len(view) >= CHUNK:
+            self._send(bytes(view[:CHUNK]), False)
+            view = view[CHUNK:]
+        self._buf += view
+        return n
+
+    def close(self) -> None:
+        """Send what is buffered and commit; raises the broker's refusal, if any."""
+        if self.closed:
+            return
+        try:
+            self._send(bytes(self._buf), True)
+            try:
+                resp = self._future.result()
+            except grpc.RpcError as err:
+                raise translate(err) from None
+            self.bytes_written, self.created = resp.bytes_written, resp.created
+        finally:
+            self._stop.set()
+            super().close()
+
+    def abort(self) -> None:
+        """Discard: end the stream without `finish`, so the broker writes nothing (and
+        records why); cancel the call if the broker does not answer promptly."""
+        if self.closed:
+            return
+        try:
+            self._queue.put(None, timeout=_ABORT_WAIT_S)
+            self._future.result(timeout=_ABORT_WAIT_S)
+        except (queue.Full, grpc.RpcError, grpc.FutureTimeoutError):
+            pass
+        finally:
+            self._stop.set()
+            self._future.cancel()
+            super().close()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        if not self.closed:  # never commit implicitly: only close() does
+            self._stop.set()
+            self._future.cancel()
+
+
+class _TextWriter(io.TextIOWrapper):
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self.buffer.abort()  # type: ignore[attr-defined]
+        self.close()
+
+
+def _writer(path: str, workspace: str, create: bool | None) -> _Writer:
+    return _Writer(path, workspace, _MODES[create])
+
+
+def write_bytes(path: str, data: bytes, workspace: str = "",
+                create: bool | None = None) -> int:
+    """Store ``data`` as the file's contents, atomically. ``create``: None creates or
+    replaces, True only creates (AlreadyExists if taken), False only replaces (NotFound
+    if absent). Returns the bytes written."""
+    w = _writer(path, workspace, create)
+    try:
+        w.write(data)
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
+    return w.bytes_written
+
+
+def write_text(path: str, text: str, workspace: str = "", encoding: str = "utf-8",
+               create: bool | None = None) -> int:
+    return write_bytes(path, text.encode(encoding), workspace, create)
+
+
+def create(path: str, data: bytes = b"", workspace: str = "") -> int:
+    """Create a file that must not exist yet (AlreadyExists otherwise)."""
+    return write_bytes(path, data, workspace, create=True)
+
+
+# -- open ------------------------------------------------------------------------------------
+def open(path: str, mode: str = "r", workspace: str = "",
+         encoding: str = "utf-8") -> Any:
+    """``with files.open("a.csv") as f:`` -- modes "r", "rb" (read), "w", "wb" (create or
+    replace), "x", "xb" (create only). A write takes effect when the file is closed; if the
+    ``with`` block raises, nothing is written."""
+    if mode in ("r", "rb"):
+        fd = open_descriptor(path, workspace)
+        if fd is not None:
+            raw: Any = builtins.open(fd, "rb")  # noqa: SIM115 - the caller closes it
+        else:
+            raw = io.BufferedReader(_StreamReader(_chunks(path, workspace, 0, 0)), CHUNK)
+        return raw if mode == "rb" else io.TextIOWrapper(raw, encoding=encoding)
+    if mode in ("w", "wb", "x", "xb"):
+        w = _writer(path, workspace, True if mode.startswith("x") else None)
+        return w if mode.endswith("b") else _TextWriter(w, encoding=encoding)
+    raise ValueError(f"mode {mode!r} is not supported; use r, rb, w, wb, x or xb")
+
+
+# -- copies to and from the container's /tmp ------------------------------------------------
+def copy_in(path: str, workspace: str = "", directory: str = "/tmp") -> str:
+    """Copy a workspace file into the container (under /tmp); return the local path."""
+    name = path.rsplit("/", 1)[-1]
+    fd, local = tempfile.mkstemp(prefix="writ-", suffix=f"-{name}", dir=directory)
+    try:
+        with builtins.open(fd, "wb") as out, open(path, "rb", workspace) as src:
+            _copy(src, out)
+    except BaseException:
+        os.unlink(local)
+        raise
+    return local
+
+
+def copy_out(local_path: str, path: str, workspace: str = "",
+             create: bool | None = None) -> int:
+    """Copy a local file (e.g. under /tmp) to a workspace path, atomically; return the
+    bytes written. ``create`` as for ``write_bytes``."""
+    w = _writer(path, workspace, create)
+    try:
+        with builtins.open(local_path, "rb") as src:
+            while block := src.read(CHUNK):
+                w.write(block)
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
+    return w.bytes_written
+
+
+def _copy(src: Any, out: Any) -> None:
+    try:
+        # Kernel-side copy when both are real files (a broker descriptor and /tmp).
+        in_fd, out_fd = src.fileno(), out.fileno()
+        while os.sendfile(out_fd, in_fd, None, 1 << 30):
+            pass
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        while block := src.read(CHUNK):
+            out.write(block)

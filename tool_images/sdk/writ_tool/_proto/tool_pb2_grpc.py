@@ -54,6 +54,36 @@ class ToolBrokerStub:
                 request_serializer=writ_dot_v1_dot_tool__pb2.ListDirRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_tool__pb2.ListDirResponse.FromString,
                 _registered_method=True)
+        self.Stat = channel.unary_unary(
+                '/writ.v1.ToolBroker/Stat',
+                request_serializer=writ_dot_v1_dot_tool__pb2.StatRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.StatResponse.FromString,
+                _registered_method=True)
+        self.OpenFile = channel.unary_unary(
+                '/writ.v1.ToolBroker/OpenFile',
+                request_serializer=writ_dot_v1_dot_tool__pb2.OpenFileRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.OpenFileResponse.FromString,
+                _registered_method=True)
+        self.WriteFile = channel.stream_unary(
+                '/writ.v1.ToolBroker/WriteFile',
+                request_serializer=writ_dot_v1_dot_tool__pb2.WriteFileRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.WriteFileResponse.FromString,
+                _registered_method=True)
+        self.MakeDir = channel.unary_unary(
+                '/writ.v1.ToolBroker/MakeDir',
+                request_serializer=writ_dot_v1_dot_tool__pb2.MakeDirRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.MakeDirResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/writ.v1.ToolBroker/Delete',
+                request_serializer=writ_dot_v1_dot_tool__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.Rename = channel.unary_unary(
+                '/writ.v1.ToolBroker/Rename',
+                request_serializer=writ_dot_v1_dot_tool__pb2.RenameRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.RenameResponse.FromString,
+                _registered_method=True)
 
 
 class ToolBrokerServicer:
@@ -87,6 +117,51 @@ class ToolBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stat(self, request, context):
+        """Metadata of one entry. A trailing symbolic link is described, never followed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenFile(self, request, context):
+        """Check and audit a whole-file READ, then hand the tool a read-only descriptor of exactly
+        that file: redeem the returned ticket on the descriptor socket (see OpenFileResponse).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteFile(self, request_iterator, context):
+        """Stream a file's new contents; the broker writes them to an unnamed temporary file,
+        fsyncs, and only on the message with `finish` set puts it in place atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeDir(self, request, context):
+        """Create a directory (its parent must exist).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Remove a regular file or an empty directory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rename(self, request, context):
+        """Move a regular file to another path in the same workspace. RENAME must be allowed on
+        both paths.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +184,36 @@ def add_ToolBrokerServicer_to_server(servicer, server):
                     servicer.ListDir,
                     request_deserializer=writ_dot_v1_dot_tool__pb2.ListDirRequest.FromString,
                     response_serializer=writ_dot_v1_dot_tool__pb2.ListDirResponse.SerializeToString,
+            ),
+            'Stat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stat,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.StatRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.StatResponse.SerializeToString,
+            ),
+            'OpenFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenFile,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.OpenFileRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.OpenFileResponse.SerializeToString,
+            ),
+            'WriteFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteFile,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.WriteFileRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.WriteFileResponse.SerializeToString,
+            ),
+            'MakeDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeDir,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.MakeDirRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.MakeDirResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.DeleteRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Rename': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rename,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.RenameRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.RenameResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +324,168 @@ class ToolBroker:
             '/writ.v1.ToolBroker/ListDir',
             writ_dot_v1_dot_tool__pb2.ListDirRequest.SerializeToString,
             writ_dot_v1_dot_tool__pb2.ListDirResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/Stat',
+            writ_dot_v1_dot_tool__pb2.StatRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.StatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/OpenFile',
+            writ_dot_v1_dot_tool__pb2.OpenFileRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.OpenFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/writ.v1.ToolBroker/WriteFile',
+            writ_dot_v1_dot_tool__pb2.WriteFileRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.WriteFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/MakeDir',
+            writ_dot_v1_dot_tool__pb2.MakeDirRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.MakeDirResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/Delete',
+            writ_dot_v1_dot_tool__pb2.DeleteRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rename(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/Rename',
+            writ_dot_v1_dot_tool__pb2.RenameRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.RenameResponse.FromString,
             options,
             channel_credentials,
             insecure,
