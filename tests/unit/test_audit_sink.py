@@ -165,6 +165,53 @@ def test_failed_write_refuses_every_queued_record_and_cuts_back(
     assert verify_log(path).ok and verify_log(path).records == 2
 
 
+def test_acknowledged_records_are_exactly_those_in_the_file_under_failures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 writers, one write in five fails after writing part of its batch: every record
+    record() returned is in the file, none that raised is, and the chain verifies."""
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(path)
+    real = file_sink_module._write_all
+    rng = random.Random(11)
+    lock = threading.Lock()
+
+    def flaky(fd: int, data: bytes) -> None:
+        with lock:
+            fail = rng.random() < 0.2
+        if fail:
+            os.write(fd, data[: len(data) // 3])
+            raise OSError(5, "Input/output error")
+        real(fd, data)
+
+    monkeypatch.setattr(file_sink_module, "_write_all", flaky)
+    acked: list[str] = []
+    refused: list[str] = []
+
+    def writer(w: int) -> None:
+        for i in range(60):
+            ev = event(w * 1000 + i)
+            try:
+                sink.record(ev)
+            except AuditUnavailable:
+                with lock:
+                    refused.append(ev.token_id)
+            else:
+                with lock:
+                    acked.append(ev.token_id)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.close()
+    in_file = [r.token_id for r in read_records(path)]
+    assert refused and acked
+    assert sorted(in_file) == sorted(acked)
+    v = verify_log(path)
+    assert v.ok and v.records == len(acked)
+
+
 def test_sink_that_cannot_cut_back_refuses_everything(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     sink = FileSink(path)

@@ -1,13 +1,14 @@
 """Append-only JSON Lines audit file, hash-chained, durable before ``record`` returns, with
 group commit: concurrent callers share one durable write.
 
-Group commit is leader/follower under one condition variable. ``record`` chains its event
-(seq, time, prev_hash, hash) and queues the line under the lock, so chain order is queue
-order is file order. Then, until its line is durable, the caller either leads (takes the
-whole queue and writes it with one synchronous write, lock released, then marks it durable
-and wakes everyone) or, while another caller leads, waits. A leader whose own line is
-durable leads a few more rounds while others queued meanwhile. One caller alone pays one
-write, as before; sixteen share them.
+Group commit is leader/follower under one lock. ``record`` chains its event (seq, time,
+prev_hash, hash) and queues the line under the lock, so chain order is queue order is file
+order. Then, until its line is durable, the caller either leads (takes the whole queue and
+writes it with one synchronous write, lock released, then marks it durable and wakes that
+batch's callers) or, while another caller leads, waits on its batch's condition variable.
+A leader whose own line is durable leads a few more rounds while others queued meanwhile,
+then hands over to one waiter of the next batch. One caller alone pays one write, as
+before; sixteen share them, and each wakes once.
 
 The file is opened O_DSYNC: a write returns once its data, and the file size that reaches
 it, are on disk; the guarantee of write followed by fdatasync, in one system call (one
@@ -46,7 +47,6 @@ from .verify import Verification, verify_log
 
 log = logging.getLogger("writ.audit")
 _CHAIN_FIELDS = ("seq", "time", "prev_hash", "hash")
-AuditSinkLike = object  # any sink; only a FileSink has checkpoint()
 MAX_EXTRA_ROUNDS = 4
 
 
@@ -100,11 +100,13 @@ class FileSink:
         self._seq, self._head, self._size = chain.last_seq, chain.head, chain.good_bytes
         self._durable, self._durable_head = self._seq, self._head
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        # Each batch has its own condition: a finished write wakes only its own callers.
+        self._open = threading.Condition(self._lock)  # waiters of the batch not yet written
         self._pending: list[bytes] = []
         self._pending_checkpoint: Checkpoint | None = None
         self._flushing = False
         self._epoch = 0                  # bumped when queued records are failed
+        self._ended: dict[int, int] = {}  # epoch -> last durable seq when it ended
         self._broken: str | None = None  # set when the file can no longer be trusted
         self._last_error = ""
         # Records since the last checkpoint in the log: close() signs them.
@@ -188,36 +190,42 @@ class FileSink:
         body = canonical(event)  # outside the lock: the costly part of serializing
         for name in _CHAIN_FIELDS:
             body.pop(name, None)
-        with self._cond:
+        with self._lock:
             if self._broken is not None:
                 raise AuditUnavailable(self._broken)
             self._append_locked(event, body, now_rfc3339())
-            mine, epoch = event.seq, self._epoch
+            mine, epoch, cond = event.seq, self._epoch, self._open
             self._since_checkpoint += 1
             if self._key is not None and self._every and self._since_checkpoint >= self._every:
                 self._checkpoint_locked()
-            self._wait_durable_locked(mine, epoch)
+            self._wait_durable_locked(mine, epoch, cond)
         return event
 
     def checkpoint(self) -> Checkpoint | None:
         """Append a signed checkpoint now if any record came since the last one (the
         broker's timer and ``close`` call this). Raises AuditUnavailable."""
-        with self._cond:
+        with self._lock:
             if self._key is None or self._broken is not None or not self._since_checkpoint:
                 return None
             event, cp = self._checkpoint_locked()
-            self._wait_durable_locked(event.seq, self._epoch)
+            self._wait_durable_locked(event.seq, self._epoch, self._open)
             return cp
 
-    def _wait_durable_locked(self, mine: int, epoch: int) -> None:
+    def _wait_durable_locked(self, mine: int, epoch: int, cond: threading.Condition) -> None:
         led = 0
         while True:
             if self._epoch != epoch:
+                # A write failed since this record was queued; it stands only if it was
+                # durable before that (a leader that kept leading, say).
+                if mine <= self._ended[epoch]:
+                    return
                 raise AuditUnavailable(self._broken or self._last_error)
             if self._durable >= mine and not (self._pending and 0 < led < MAX_EXTRA_ROUNDS):
+                if led and self._pending and not self._flushing:
+                    self._open.notify()  # hand over: one waiter of the next batch leads
                 return
             if self._flushing:
-                self._cond.wait()
+                cond.wait()
             else:
                 # A leader whose own record is durable keeps leading while others queued
                 # during its write (a few rounds at most): handing over to a woken follower
@@ -230,6 +238,7 @@ class FileSink:
         batch, self._pending = self._pending, []
         checkpoint, self._pending_checkpoint = self._pending_checkpoint, None
         last_seq, last_head = self._seq, self._head
+        done, self._open = self._open, threading.Condition(self._lock)
         data = b"".join(batch)
         self._flushing = True
         self._lock.release()
@@ -246,7 +255,8 @@ class FileSink:
             self._size += len(data)
         else:
             self._fail_locked(error)
-        self._cond.notify_all()
+            self._open.notify_all()  # chained on the failed batch: they fail too
+        done.notify_all()
         if error is None and checkpoint is not None:
             # Under the lock on purpose: sidecar writes stay in order, so an older
             # checkpoint never replaces a newer one. They are rare (every N records).
@@ -255,6 +265,7 @@ class FileSink:
     def _fail_locked(self, error: OSError) -> None:
         """Every queued record fails; go back to the last durable record."""
         self._last_error = f"{self.path}: {error.strerror or error}"
+        self._ended[self._epoch] = self._durable  # records up to here stand
         self._epoch += 1
         self._pending, self._pending_checkpoint = [], None
         self._seq, self._head = self._durable, self._durable_head
@@ -299,7 +310,7 @@ def open_broker_sink(path: Path, checkpoint_every: int) -> FileSink:
     return FileSink(path, checkpoint_key=key, checkpoint_every=checkpoint_every)
 
 
-async def checkpoint_timer(sink: AuditSinkLike, interval_s: float) -> None:
+async def checkpoint_timer(sink: object, interval_s: float) -> None:
     """Sign the head every ``interval_s`` seconds when records came since the last
     checkpoint (the count-based trigger handles busy periods). Runs until cancelled."""
     while True:
