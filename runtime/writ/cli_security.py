@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def _msg(m: Any) -> dict[str, Any]:
 def _records(args: argparse.Namespace) -> list[audit_pb2.AuditEvent]:
     path = _log_path(args)
     try:
-        return list(read_records(path))
+        return list(read_records(path, live=True))
     except ValueError as exc:
         raise SystemExit(f"writ: {exc} (run `writ audit verify`)") from None
 
@@ -142,6 +143,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   f"{path}: cannot use checkpoint: {exc}")
             return EXIT_INVALID
     v = verify_log(path, keys=trusted, anchor=anchor, from_genesis=not args.range)
+    for _ in range(3):
+        # A running broker may be mid-write: a last line that grows was not torn.
+        if not v.torn_tail:
+            break
+        size = path.stat().st_size
+        time.sleep(0.2)
+        if path.stat().st_size == size:
+            break
+        v = verify_log(path, keys=trusted, anchor=anchor, from_genesis=not args.range)
     data: dict[str, Any] = {
         "file": str(path), "ok": v.ok, "records": v.records, "first_seq": v.first_seq,
         "last_seq": v.last_seq, "head": v.head, "checkpoints": len(v.checkpoints),

@@ -355,3 +355,14 @@ def test_unparseable_log_is_reported_by_every_reader(
     with pytest.raises(SystemExit, match=r"audit.jsonl:16: unparseable audit record"):
         run(capsys, state, "audit", "report")
     assert verify_log(log).problem is not None
+
+
+def test_readers_skip_a_line_the_broker_is_still_writing(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = state / "audit.jsonl"
+    with open(log, "ab") as f:
+        f.write(b'{"actor":"agent","decision":"AL')  # a write in progress
+    code, out, _ = run(capsys, state, "audit", "tail", "-n", "1")
+    assert code == 0 and out.split()[0] == "15"
+    code, out, _ = run(capsys, state, "audit", "verify")  # not growing: really torn
+    assert code == 1 and "incomplete final line (31 bytes, no newline)" in out

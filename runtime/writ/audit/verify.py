@@ -64,10 +64,13 @@ def _parse(line: Line, path: Path) -> audit_pb2.AuditEvent | None:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def read_records(path: Path) -> Iterator[audit_pb2.AuditEvent]:
+def read_records(path: Path, live: bool = False) -> Iterator[audit_pb2.AuditEvent]:
     """Records in file order. Raises ValueError naming the line of a record that does not
-    parse (an incomplete final line included)."""
+    parse (an incomplete final line included, unless ``live``: a log the broker is writing
+    can end in a line it has not finished, whose record nobody has acted on yet)."""
     for line in _lines(path):
+        if live and not line.raw.endswith(b"\n"):
+            return
         event = _parse(line, path)
         if event is not None:
             yield event
