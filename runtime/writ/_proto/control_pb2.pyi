@@ -164,24 +164,28 @@ class RotateKeyResponse(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., verifying_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("tool", "input_json", "token")
+    __slots__ = ("tool", "input_json", "token", "capture_output")
     TOOL_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     tool: str
     input_json: str
     token: str
-    def __init__(self, tool: _Optional[str] = ..., input_json: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    capture_output: bool
+    def __init__(self, tool: _Optional[str] = ..., input_json: _Optional[str] = ..., token: _Optional[str] = ..., capture_output: _Optional[bool] = ...) -> None: ...
 
 class InvokeStarted(_message.Message):
-    __slots__ = ("invocation_id", "container_id", "launch_ms")
+    __slots__ = ("invocation_id", "container_id", "launch_ms", "warm")
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_MS_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
     invocation_id: str
     container_id: str
     launch_ms: float
-    def __init__(self, invocation_id: _Optional[str] = ..., container_id: _Optional[str] = ..., launch_ms: _Optional[float] = ...) -> None: ...
+    warm: bool
+    def __init__(self, invocation_id: _Optional[str] = ..., container_id: _Optional[str] = ..., launch_ms: _Optional[float] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class ToolOutput(_message.Message):
     __slots__ = ("data",)

@@ -1,128 +1,174 @@
-"""Agent-side client for the broker's control API (sync).
-
-    from writ.client import Client
-    c = Client()                                  # agent.sock under the default state dir
-    result = c.invoke("read-file", {"path": "reports/q3.csv"}, token)
-"""
+"""The blocking client. Every method takes ``timeout`` (seconds; default: the client's);
+a call that outlives it fails with ``WritError("DEADLINE_EXCEEDED")`` and the broker removes
+its container. ``close()`` cancels every call still running on this client."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
-from ._proto import capabilities_pb2 as caps
-from ._proto import control_pb2, control_pb2_grpc
+from .._proto import capabilities_pb2 as caps
+from .._proto import control_pb2, control_pb2_grpc
+from ._common import (
+    Event,
+    Finished,
+    InvokeOutcome,
+    ToolSpec,
+    WritError,
+    anthropic_tool,
+    invoke_request,
+    openai_tool,
+    target,
+    tool_spec,
+)
 
 
-class WritError(Exception):
-    """The broker refused or failed a request. ``code`` is the gRPC status name."""
+class InvokeCall:
+    """One running invocation: iterate its events; ``cancel()`` (from any thread) or
+    leaving a ``with`` block early stops it, and the broker removes its container.
 
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}")
-        self.code = code
-        self.details = details
+    Raises (while iterating):
+        WritError: the broker refused the call (PERMISSION_DENIED, NOT_FOUND, ...), its
+            deadline passed (DEADLINE_EXCEEDED), or it was cancelled (CANCELLED).
+    """
 
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self.outcome = InvokeOutcome()
+        self.last: Event | None = None
 
-@dataclass
-class InvokeOutcome:
-    invocation_id: str = ""
-    container_id: str = ""
-    launch_ms: float = 0.0
-    output: bytes = b""
-    ok: bool = False
-    result: Any = None
-    error_code: str = ""
-    error_message: str = ""
-    duration_ms: float = 0.0
-    events: list[control_pb2.InvokeEvent] = field(default_factory=list)
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            for raw in self._call:
+                self.last = self.outcome.add(raw)
+                yield self.last
+        except grpc.RpcError as err:
+            raise WritError.from_rpc(err) from None
 
-
-def _target(address: str | Path) -> str:
-    text = str(address)
-    return text if text.startswith(("unix:", "dns:", "ipv4:")) or ":" in text and not \
-        text.startswith("/") else f"unix:{text}"
-
-
-class Client:
-    def __init__(self, address: str | Path, timeout: float | None = None) -> None:
-        self.channel = grpc.insecure_channel(_target(address))
-        self.stub = control_pb2_grpc.ControlStub(self.channel)  # type: ignore[no-untyped-call]
-        self.timeout = timeout
-
-    def close(self) -> None:
-        self.channel.close()
+    def cancel(self) -> None:
+        self._call.cancel()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._call.cancel()  # no effect once the call has ended
+
+    def result(self) -> InvokeOutcome:
+        """Read the remaining events; the outcome of the whole call."""
+        for _ in self:
+            pass
+        if not isinstance(self.last, Finished):
+            raise WritError("INTERNAL", "the call ended without a result")
+        return self.outcome
+
+
+class Client:
+    """Agent and operator client for the broker's control API.
+
+        with Client(state_dir / "agent.sock") as c:
+            out = c.invoke("read-file", {"path": "reports/q3.csv"}, token, timeout=30)
+            tools = c.openai_tools()
+    """
+
+    def __init__(self, address: str | Path, timeout: float | None = None) -> None:
+        self.target = target(address)
+        self.channel = grpc.insecure_channel(self.target)
+        self.stub = control_pb2_grpc.ControlStub(self.channel)  # type: ignore[no-untyped-call]
+        self.timeout = timeout
+
+    def close(self) -> None:
+        """Close the channel; calls still running on it are cancelled."""
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout)
+            return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise WritError(err.code().name, err.details() or "") from None
+            raise WritError.from_rpc(err) from None
 
-    def register_tool(self, manifest: caps.Manifest) -> control_pb2.ToolInfo:
-        info: control_pb2.ToolInfo = self._call(
-            "RegisterTool", control_pb2.RegisterToolRequest(manifest=manifest))
-        return info
+    # -- discovery -------------------------------------------------------------------------
+    def list_tools(self, timeout: float | None = None) -> list[control_pb2.ToolInfo]:
+        return list(self._call("ListTools", control_pb2.ListToolsRequest(), timeout).tools)
 
-    def list_tools(self) -> list[control_pb2.ToolInfo]:
-        return list(self._call("ListTools", control_pb2.ListToolsRequest()).tools)
+    def tool_specs(self, timeout: float | None = None) -> list[ToolSpec]:
+        """Each registered tool as {"name", "description", "input_schema"} (the manifest's
+        JSON Schema): MCP's and Anthropic's shape."""
+        return [tool_spec(t) for t in self.list_tools(timeout)]
 
-    def mint_token(self, grant: caps.Grant, ttl_s: int = 0) -> control_pb2.MintTokenResponse:
-        resp: control_pb2.MintTokenResponse = self._call(
-            "MintToken", control_pb2.MintTokenRequest(grant=grant, ttl_s=ttl_s))
-        return resp
+    def openai_tools(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The ``tools`` list of an OpenAI chat-completions request."""
+        return [openai_tool(s) for s in self.tool_specs(timeout)]
 
-    def explain(self, request: control_pb2.ExplainRequest) -> control_pb2.ExplainResponse:
-        resp: control_pb2.ExplainResponse = self._call("Explain", request)
-        return resp
+    def anthropic_tools(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The ``tools`` list of an Anthropic Messages API request."""
+        return [anthropic_tool(s) for s in self.tool_specs(timeout)]
 
-    def revoke_token(self, token_id: str, reason: str = "") -> None:
-        self._call("RevokeToken", control_pb2.RevokeTokenRequest(token_id=token_id,
-                                                                 reason=reason))
-
-    def rotate_key(self) -> control_pb2.RotateKeyResponse:
-        resp: control_pb2.RotateKeyResponse = self._call("RotateKey",
-                                                         control_pb2.RotateKeyRequest())
-        return resp
+    # -- invoking --------------------------------------------------------------------------
+    def stream(self, tool: str, input: dict[str, Any] | str, token: str,
+               timeout: float | None = None, capture_output: bool = False) -> InvokeCall:
+        """Start a call; iterate the returned ``InvokeCall`` for its typed events."""
+        req = invoke_request(tool, input, token, capture_output)
+        return InvokeCall(self.stub.Invoke(req, timeout=timeout or self.timeout))
 
     def invoke_stream(self, tool: str, input: dict[str, Any] | str, token: str,
                       timeout: float | None = None) -> Iterator[control_pb2.InvokeEvent]:
-        text = input if isinstance(input, str) else json.dumps(input)
-        req = control_pb2.InvokeRequest(tool=tool, input_json=text, token=token)
-        try:
-            yield from self.stub.Invoke(req, timeout=timeout or self.timeout)
-        except grpc.RpcError as err:
-            raise WritError(err.code().name, err.details() or "") from None
+        """The raw protobuf events of a call (see ``stream`` for typed ones).
+
+        Raises:
+            WritError: as ``InvokeCall``.
+        """
+        call = self.stream(tool, input, token, timeout)
+        for _ in call:
+            yield call.outcome.events[-1]
 
     def invoke(self, tool: str, input: dict[str, Any] | str, token: str,
-               timeout: float | None = None) -> InvokeOutcome:
-        """Run one tool call to its end. Raises WritError when the broker refuses it;
-        a tool that ran and failed returns ``ok=False`` with the error."""
-        out = InvokeOutcome()
-        for ev in self.invoke_stream(tool, input, token, timeout):
-            out.events.append(ev)
-            kind = ev.WhichOneof("event")
-            if kind == "started":
-                out.invocation_id = ev.started.invocation_id
-                out.container_id = ev.started.container_id
-                out.launch_ms = ev.started.launch_ms
-            elif kind == "output":
-                out.output += ev.output.data
-            elif kind == "result":
-                out.ok, out.duration_ms = ev.result.ok, ev.result.duration_ms
-                if ev.result.ok:
-                    out.result = json.loads(ev.result.output_json)
-                else:
-                    out.error_code = ev.result.error.code
-                    out.error_message = ev.result.error.message
-        return out
+               timeout: float | None = None, capture_output: bool = False) -> InvokeOutcome:
+        """Run one tool call to its end.
+
+        Returns:
+            The outcome; a tool that ran and failed is ``ok=False`` with its error.
+
+        Raises:
+            WritError: the broker refused the call, or its deadline passed.
+        """
+        with self.stream(tool, input, token, timeout, capture_output) as call:
+            return call.result()
+
+    # -- operator --------------------------------------------------------------------------
+    def register_tool(self, manifest: caps.Manifest,
+                      timeout: float | None = None) -> control_pb2.ToolInfo:
+        info: control_pb2.ToolInfo = self._call(
+            "RegisterTool", control_pb2.RegisterToolRequest(manifest=manifest), timeout)
+        return info
+
+    def mint_token(self, grant: caps.Grant, ttl_s: int = 0,
+                   timeout: float | None = None) -> control_pb2.MintTokenResponse:
+        resp: control_pb2.MintTokenResponse = self._call(
+            "MintToken", control_pb2.MintTokenRequest(grant=grant, ttl_s=ttl_s), timeout)
+        return resp
+
+    def explain(self, request: control_pb2.ExplainRequest,
+                timeout: float | None = None) -> control_pb2.ExplainResponse:
+        resp: control_pb2.ExplainResponse = self._call("Explain", request, timeout)
+        return resp
+
+    def revoke_token(self, token_id: str, reason: str = "", timeout: float | None = None) -> None:
+        self._call("RevokeToken", control_pb2.RevokeTokenRequest(token_id=token_id,
+                                                                 reason=reason), timeout)
+
+    def rotate_key(self, timeout: float | None = None) -> control_pb2.RotateKeyResponse:
+        resp: control_pb2.RotateKeyResponse = self._call(
+            "RotateKey", control_pb2.RotateKeyRequest(), timeout)
+        return resp
