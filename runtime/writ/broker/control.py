@@ -22,6 +22,7 @@ from ..errors import (
     InvalidArgument,
     LaunchFailed,
     PermissionDenied,
+    ResourceExhausted,
     ToolNotFound,
 )
 from ..launcher import Launched, LaunchSpec, effective_limits
@@ -169,9 +170,20 @@ class ControlService(AuthorityService):
             except BrokerError:
                 b.budgets.release(reserved)
                 raise
-        async with b.invocation_slot():
-            async for item in self._run(tool, unverified, token.blocks, inv_id, input_json):
-                yield item
+        admitted = False
+        try:
+            async with b.invocation_slot():
+                admitted = True
+                async for item in self._run(tool, unverified, token.blocks, inv_id,
+                                            input_json):
+                    yield item
+        except (ResourceExhausted, asyncio.CancelledError) as exc:
+            if not admitted:
+                # Refused at a full queue, or abandoned while queued: nothing ran. Give the
+                # budget back and close the allowed record, so every ALLOW has its end.
+                b.budgets.release(reserved)
+                await self._record_unrun(ev, exc)
+            raise
 
     async def _run(self, tool: ToolRecord, unverified: UnverifiedToken, blocks: Any,
                    inv_id: str, input_json: str) -> AsyncIterator[control_pb2.InvokeEvent]:
@@ -248,6 +260,20 @@ class ControlService(AuthorityService):
                            message=f"tool exited with code {code} without a result")
         return Outcome(False, code="DEADLINE_EXCEEDED",
                        message=f"tool exceeded its wall time of {timeout:g}s and was killed")
+
+    async def _record_unrun(self, invoke: audit_pb2.AuditEvent, exc: BaseException) -> None:
+        ev = self.b.event("agent", "Invoke", "tool.exit", invoke.tool)
+        ev.tool, ev.invocation_id = invoke.tool, invoke.invocation_id
+        ev.token_id, ev.grant_id = invoke.token_id, invoke.grant_id
+        ev.decision = audit_pb2.ALLOW
+        if isinstance(exc, ResourceExhausted):
+            ev.status, ev.reason = exc.code, f"not run: {exc.details}"
+        else:
+            ev.status, ev.reason = "CANCELLED", "not run: the agent went away while queued"
+        try:
+            await self.b.record(ev)
+        except BrokerError as err:
+            log.error("could not record the end of %s: %s", invoke.invocation_id, err.details)
 
     async def _record_end(self, inv: Invocation, outcome: Outcome | None) -> None:
         ev = self.b.event("agent", "Invoke", "tool.exit", inv.tool.name)
