@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from . import cli_authority, cli_security
+from . import cli_agents, cli_authority, cli_security
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="the RPC surface table").set_defaults(fn=cmd_methods)
     cli_authority.add_commands(sub, _adapt)
+    cli_agents.add_commands(sub, _adapt)
     cli_security.add_commands(sub)
     return p
 
