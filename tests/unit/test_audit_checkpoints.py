@@ -83,7 +83,7 @@ def test_checkpoints_every_n_records_and_at_close(tmp_path: Path, key: Checkpoin
     assert side == Checkpoint.parse(cps[-1].detail, "test")
     assert stat.S_IMODE(os.stat(sidecar_path(path)).st_mode) == 0o600
     v = verify_log(path, keys=key.trusted(), anchor=side)
-    assert v.ok and v.signed_through == 12 and v.last_seq == 13
+    assert v.ok and v.signed_through == 13 and v.last_seq == 13
     assert [c.signature for c in v.checkpoints] == ["", "", ""]
 
 
@@ -257,7 +257,7 @@ def test_an_exported_range_verifies_up_to_its_last_checkpoint(
     v = verify_log(part, keys=key.trusted(), from_genesis=False)
     assert v.ok, v.problem
     assert (v.first_seq, v.last_seq) == (8, 16)
-    assert v.signed_through == 11  # the checkpoint at seq 12 covers up to 11
+    assert v.signed_through == 12  # the checkpoint at seq 12 covers up to 11, and itself
     # a forged record inside the range is still caught
     body = json.loads(ls[9])
     body["reason"] = "forged"
@@ -271,3 +271,29 @@ def test_an_exported_range_verifies_up_to_its_last_checkpoint(
     part.write_text("".join(ls[7:10] + ls[11:16]))
     v = verify_log(part, from_genesis=False)
     assert v.problem is not None and v.problem.message == "record 4: seq is 12, expected 11"
+
+
+def test_the_timer_signs_the_head_only_when_records_came(tmp_path: Path,
+                                                         key: CheckpointKey) -> None:
+    import asyncio
+
+    from writ.audit import MemorySink, checkpoint_timer
+
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(path, checkpoint_key=key, checkpoint_every=0)
+
+    async def go() -> None:
+        timer = asyncio.ensure_future(checkpoint_timer(sink, 0.05))
+        await asyncio.to_thread(sink.record, event(1))
+        await asyncio.sleep(0.3)  # several ticks, one checkpoint: nothing new after it
+        await asyncio.to_thread(sink.record, event(2))
+        await asyncio.sleep(0.3)
+        timer.cancel()
+        # A sink without checkpoints ends the timer at its first tick.
+        await asyncio.wait_for(checkpoint_timer(MemorySink(), 0.01), 1)
+
+    asyncio.run(go())
+    ops = [(r.seq, r.operation) for r in read_records(path)]
+    assert ops == [(1, "file.read"), (2, OPERATION), (3, "file.read"), (4, OPERATION)]
+    sink.close()  # nothing new: no third checkpoint
+    assert len(list(read_records(path))) == 4

@@ -177,7 +177,7 @@ def test_export_writes_json_lines_and_a_range_reverifies(
                        "--pubkey", str(pub))
     assert code == 0, out
     assert "13 record(s) (seq 3..15), chain intact; 1 checkpoint(s) signed by a trusted key; " \
-        "authenticated through seq 14" in out
+        "authenticated through seq 15" in out
     code, out, _ = run(capsys, state, "audit", "export", "--decision", "deny")
     assert [json.loads(line)["seq"] for line in out.splitlines()] == ["7", "9", "14"]
 
@@ -295,7 +295,7 @@ def test_verify_cli(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     pub.write_text(data["public_key_pem"])
     code, out, _ = run(capsys, state, "--json", "audit", "verify", "--pubkey", str(pub))
     data = json.loads(out)
-    assert code == 0 and data["ok"] and data["signed_through"] == 14
+    assert code == 0 and data["ok"] and data["signed_through"] == 15
     # a checkpoint key from another broker: the checkpoint is named with its location
     other = CheckpointKey.load_or_create(tmp_path / "other" / KEY_FILE)
     other_pub = tmp_path / "other.pub"

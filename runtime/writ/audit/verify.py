@@ -108,7 +108,7 @@ class Verification:
     head: str = ""                   # hash of the last good record
     good_bytes: int = 0              # offset just past the last good line
     checkpoints: list[CheckpointSeen] = field(default_factory=list)
-    signed_through: int = 0          # highest seq covered by a verified signed checkpoint
+    signed_through: int = 0          # last record a verified checkpoint covers (or is)
     problem: Problem | None = None
 
     @property
@@ -143,7 +143,8 @@ def _check_checkpoint(event: audit_pb2.AuditEvent, line: Line, index: int, path:
     if seen.signature:
         return Problem("signature", f"{where} {seen.signature}", line.number, line.offset,
                        index)
-    out.signed_through = cp.seq
+    # The checkpoint record itself is covered too: changing it breaks its signature.
+    out.signed_through = event.seq
     return None
 
 
