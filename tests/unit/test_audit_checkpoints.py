@@ -297,3 +297,15 @@ def test_the_timer_signs_the_head_only_when_records_came(tmp_path: Path,
     assert ops == [(1, "file.read"), (2, OPERATION), (3, "file.read"), (4, OPERATION)]
     sink.close()  # nothing new: no third checkpoint
     assert len(list(read_records(path))) == 4
+
+
+def test_a_replaced_checkpoint_key_refuses_the_old_log_with_a_hint(
+        tmp_path: Path, key: CheckpointKey) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, key, 3)
+    other = CheckpointKey.load_or_create(tmp_path / "new.key")
+    with pytest.raises(AuditUnavailable) as info:
+        FileSink(path, checkpoint_key=other)
+    assert "which is not among the trusted key(s)" in info.value.details
+    assert info.value.details.endswith("move the log aside (keep it with the old public key) "
+                                       "and start a new one")

@@ -133,8 +133,11 @@ class FileSink:
             note = self._cut_torn_tail(v.good_bytes)
             v = verify_log(self.path, keys=keys, anchor=anchor)
         if v.problem is not None:
+            hint = ("; if the checkpoint key was replaced on purpose, move the log aside (keep "
+                    "it with the old public key) and start a new one"
+                    if v.problem.kind == "signature" else "")
             raise AuditUnavailable(f"{self.path} fails verification: "
-                                   f"{v.problem.located(self.path)}")
+                                   f"{v.problem.located(self.path)}{hint}")
         return v, note
 
     def _cut_torn_tail(self, good: int) -> str:
