@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from writ._proto import audit_pb2, control_pb2
-from writ.client import AsyncClient, Finished, Output, Started, WritError
+from writ.client import AsyncClient, Client, Finished, Output, Started, WritError
 from writ.launcher._spec import LABEL_INVOCATION
 
 from .conftest import (
@@ -130,6 +130,24 @@ def test_cancel_on_the_call_ends_it_with_cancelled(broker: RunningBroker,
     inv, error = run(go())
     assert error.code == "CANCELLED"
     assert_killed_and_recorded(broker, docker_client, seq, inv)
+
+
+@pytest.mark.parametrize("how", ["close", "cancel"])
+def test_sync_client_close_or_call_cancel_kills_the_container(
+        broker: RunningBroker, docker_client: Any, how: str) -> None:
+    token = broker.mint(PROBE_GRANT)
+    seq = broker.last_seq()
+    client = Client(broker.config.agent_socket)
+    call = client.stream("probe", SLEEP, token)
+    events = iter(call)
+    first = next(events)
+    assert isinstance(first, Started)
+    client.close() if how == "close" else call.cancel()
+    with pytest.raises(WritError) as info:
+        next(events)
+    assert info.value.code == "CANCELLED"
+    client.close()
+    assert_killed_and_recorded(broker, docker_client, seq, first.invocation_id)
 
 
 def test_stream_yields_typed_events_and_the_failed_tool_output(broker: RunningBroker) -> None:
