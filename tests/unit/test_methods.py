@@ -274,3 +274,81 @@ def test_method_rows_are_frozen() -> None:
     assert isinstance(row, Method)
     with pytest.raises(AttributeError):
         row.surface = "agent"  # type: ignore[misc]
+
+
+# -- unparseable requests are INVALID_ARGUMENT, recorded by the servicer's hook -------------
+BAD_UTF8 = b"\x12\x02\xff\xfe"  # field 2 (path) of StatRequest / WriteFileRequest
+
+
+class FakeTool:
+    """Two tool rows: a unary one and the client-streaming WriteFile."""
+
+    def __init__(self) -> None:
+        self.refused: list[tuple[str, str]] = []
+        self.seen: list[str] = []
+
+    async def refuse_malformed(self, row: Method, context: Any, err: Exception) -> None:
+        self.refused.append((row.name, str(err)))
+        raise err
+
+    async def Stat(self, request: tool_pb2.StatRequest, context: Any) -> tool_pb2.StatResponse:
+        return tool_pb2.StatResponse(kind="file")
+
+    async def WriteFile(self, requests: AsyncIterator[tool_pb2.WriteFileRequest],
+                        context: Any) -> tool_pb2.WriteFileResponse:
+        try:
+            async for r in requests:
+                self.seen.append(r.path)
+        except PermissionDenied:
+            raise
+        except Exception as exc:
+            self.seen.append(f"raised {type(exc).__name__}")
+            raise
+        return tool_pb2.WriteFileResponse(bytes_written=len(self.seen))
+
+    def __getattr__(self, name: str) -> Any:
+        async def handler(request: Any, context: Any) -> Any:
+            raise AssertionError("not called")
+        return handler
+
+
+def test_malformed_requests_are_invalid_argument_not_unknown(tmp_path: Path) -> None:
+    socket = tmp_path / "tool.sock"
+    servicer = FakeTool()
+    ident = lambda b: b
+
+    async def run() -> list[tuple[grpc.StatusCode, str]]:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([generic_handler("ToolBroker", servicer, ("tool",))])
+        server.add_insecure_port(f"unix:{socket}")
+        await server.start()
+        out = []
+        try:
+            async with grpc.aio.insecure_channel(f"unix:{socket}") as ch:
+                stat = ch.unary_unary("/writ.v1.ToolBroker/Stat", request_serializer=ident,
+                                      response_deserializer=ident)
+                write = ch.stream_unary("/writ.v1.ToolBroker/WriteFile",
+                                        request_serializer=ident, response_deserializer=ident)
+                good = tool_pb2.WriteFileRequest(path="a").SerializeToString()
+                for call, arg in ((stat, BAD_UTF8), (stat, b""), (write, [good, BAD_UTF8]),
+                                  (write, [good])):
+                    try:
+                        await call(iter(arg) if isinstance(arg, list) else arg, timeout=10)
+                        out.append((grpc.StatusCode.OK, ""))
+                    except grpc.aio.AioRpcError as err:
+                        out.append((err.code(), err.details() or ""))
+        finally:
+            await server.stop(None)
+        return out
+
+    bad_stat, ok_stat, bad_write, ok_write = asyncio.run(run())
+    stat_msg = ("malformed request: not a valid writ.v1.StatRequest (bad encoding, or invalid "
+                "UTF-8 in a string field)")
+    write_msg = stat_msg.replace("StatRequest", "WriteFileRequest")
+    assert bad_stat == (grpc.StatusCode.INVALID_ARGUMENT, stat_msg)
+    assert ok_stat == ok_write == (grpc.StatusCode.OK, "")
+    assert bad_write == (grpc.StatusCode.INVALID_ARGUMENT, write_msg)
+    # The unary refusal went through the hook (which records); the stream's reached the
+    # handler where it reads the bad message, after the good one.
+    assert servicer.refused == [("Stat", stat_msg)]
+    assert servicer.seen == ["a", "raised InvalidArgument", "a"]

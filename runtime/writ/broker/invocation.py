@@ -22,7 +22,7 @@ from ..core.policy import Authority
 from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, FailedPrecondition
 from ..launcher._spec import SOCKET_NAME, TOOL_USER
-from ..mediators import files, files_write
+from ..mediators import files, files_tree, files_write
 from ..mediators._context import CallContext
 from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
 from ..methods import Method
@@ -174,20 +174,22 @@ class ToolService:
     async def WriteFile(self, requests: AsyncIterator[tool_pb2.WriteFileRequest],
                         context: Any) -> tool_pb2.WriteFileResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/WriteFile")
-        return await files_write.write_file(ctx, self.broker.workspaces, requests)
+        assert self.inv.desk is not None
+        return await files_write.write_file(ctx, self.broker.workspaces, self.inv.desk,
+                                            requests)
 
     async def MakeDir(self, req: tool_pb2.MakeDirRequest,
                       context: Any) -> tool_pb2.MakeDirResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/MakeDir")
-        return await files_write.make_dir(ctx, self.broker.workspaces, req)
+        return await files_tree.make_dir(ctx, self.broker.workspaces, req)
 
     async def Delete(self, req: tool_pb2.DeleteRequest, context: Any) -> tool_pb2.DeleteResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Delete")
-        return await files_write.delete(ctx, self.broker.workspaces, req)
+        return await files_tree.delete(ctx, self.broker.workspaces, req)
 
     async def Rename(self, req: tool_pb2.RenameRequest, context: Any) -> tool_pb2.RenameResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Rename")
-        return await files_write.rename(ctx, self.broker.workspaces, req)
+        return await files_tree.rename(ctx, self.broker.workspaces, req)
 
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         """A request that did not parse: check the token, record the refusal, raise it."""

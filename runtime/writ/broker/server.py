@@ -114,7 +114,8 @@ class Broker:
         self._checkpoints: asyncio.Future[None] | None = None
         self.launcher = Launcher(docker_client)
         self.workspaces = Workspaces(config.workspaces, config.deny_globs,
-                                     config.max_write_bytes)
+                                     config.max_write_bytes,
+                                     journal=config.state_dir / "pending-writes")
         self._servers: list[grpc.aio.Server] = []
         self._slots = asyncio.Semaphore(config.max_invocations)
         self._queued = 0

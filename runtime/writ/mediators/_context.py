@@ -43,6 +43,14 @@ class CallContext:
         ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
         await self._durably(ev)
 
+    async def record_failure(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
+        """The act failed after ``ev`` recorded it as allowed: a second record says so."""
+        failed = audit_pb2.AuditEvent()
+        failed.CopyFrom(ev)
+        failed.ClearField("hash")
+        failed.bytes = 0
+        await self.record_error(failed, err)
+
     async def _durably(self, ev: audit_pb2.AuditEvent) -> None:
         # Shielded: gRPC cancels a handler whose caller went away (a tool that died or
         # sent an oversized message), and a cancelled thread-pool job that had not started

@@ -30,6 +30,9 @@ DEFAULT_DENY_GLOBS = (
     "**/.zshrc", "**/.zshenv", "**/.zprofile", "**/.zlogin",
     "**/.ssh/**", "**/.gnupg/**", "**/.netrc", "**/.env",
     "**/*.pem", "**/*.key", "**/id_rsa*", "**/id_dsa*", "**/id_ecdsa*", "**/id_ed25519*",
+    # The broker's own temporary files while a write streams (_fsops.TEMP_RE): no tool may
+    # read another's bytes in flight, replace them, or move them into place.
+    "**/.writ-*.part",
 )
 
 

@@ -11,12 +11,16 @@ replaced or removed as a name, never written through.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import re
 import secrets
 import stat
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import (
     BrokerError,
@@ -85,7 +89,6 @@ def os_error(exc: OSError, path: str) -> BrokerError:
 _SYS_OPENAT2 = 437  # x86_64 and aarch64 alike
 RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x01, 0x02, 0x04, 0x08
 _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
-O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000)
 _AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 
@@ -176,66 +179,124 @@ def check_file(path: str, st: os.stat_result | None) -> os.stat_result:
     return st
 
 
-# -- writing: an unnamed temporary file, then one atomic step --------------------------------
+# -- writing: a temporary file beside the target, then one atomic step ----------------------
+# Why a named temporary file and not O_TMPFILE: on ext4 an O_TMPFILE inode is written 3-5x
+# slower than a new named one (measured: 300-700 vs 2,600-4,600 MB/s into the page cache,
+# linked early or not). The name is reserved: the deny list refuses it to every tool,
+# ListDir hides it, and the journal below removes one a crashed broker left behind.
+TEMP_RE = re.compile(r"\.writ-[0-9a-f]{16}\.part")
+TEMP_GLOB = "**/.writ-*.part"
+
+
+class Journal:
+    """Temporary files being written, one line each, so that a broker that died mid-write
+    removes them when it starts again. Appended without fsync: a temporary file whose
+    creation survived a crash had its journal line written before it, in the same page
+    cache; after a power cut either may be lost, and the file then is an empty name."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._open = 0
+
+    def sweep(self, roots: dict[str, int]) -> list[str]:
+        """Remove what the journal names (a reserved name, beneath its root, no links
+        followed); return "workspace:path" of each removed file."""
+        if self.path is None or not self.path.exists():
+            return []
+        removed = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            ws, _, rel = line.partition("\t")
+            parent, _, name = rel.rpartition("/")
+            if ws not in roots or not TEMP_RE.fullmatch(name):
+                continue
+            try:
+                fd = openat2_beneath(roots[ws], parent, os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                os.unlink(name, dir_fd=fd)
+                removed.append(f"{ws}:{rel}")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        self.path.write_bytes(b"")
+        return removed
+
+    def add(self, workspace: str, rel: str) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            self._open += 1
+            with open(self.path, "a") as f:
+                f.write(f"{workspace}\t{rel}\n")
+
+    def done(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            self._open -= 1
+            if self._open == 0 and self.path.stat().st_size > 1 << 20:
+                self.path.write_bytes(b"")  # nothing in flight: every line is settled
+
+
 @dataclass
 class TempFile:
-    """New contents being written next to their target; invisible until ``commit``."""
+    """New contents being written beside their target, under a reserved random name."""
 
     slot: Slot
     fd: int
-    named: str = ""  # the fallback's visible temporary name ("" for O_TMPFILE)
+    name: str
+    journal: Journal
 
     def discard(self) -> None:
+        """Close, and remove the name unless ``commit`` moved it to the target."""
         os.close(self.fd)
-        if self.named:
-            try:
-                os.unlink(self.named, dir_fd=self.slot.dir_fd)
-            except FileNotFoundError:
-                pass
+        if self.name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name, dir_fd=self.slot.dir_fd)
+            self.name = ""
+        self.journal.done()
 
 
-def open_temp(slot: Slot, mode: int = 0o644) -> TempFile:
-    """An unnamed file in the target's directory (O_TMPFILE): if the broker dies mid-write
-    the kernel frees it, so no partial file can ever be left behind. Filesystems without
-    O_TMPFILE get a random hidden name created with O_EXCL, removed on any failure. Both
-    are made in the held parent descriptor: the path is not resolved a second time."""
-    try:
-        fd = openat2_beneath(slot.dir_fd, "", O_TMPFILE | os.O_WRONLY, mode)
-        return TempFile(slot, fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise os_error(exc, slot.path) from None
+def open_temp(slot: Slot, workspace: str, journal: Journal, mode: int = 0o644) -> TempFile:
+    """A new file in the target's held parent directory (not resolved a second time),
+    created exclusively (O_EXCL, never through a link) under a reserved random name."""
     name = f".writ-{secrets.token_hex(8)}.part"
+    parent = slot.path.rpartition("/")[0]
+    journal.add(workspace, f"{parent}/{name}" if parent else name)
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode, dir_fd=slot.dir_fd)
     except OSError as exc:
+        journal.done()
         raise os_error(exc, slot.path) from None
-    return TempFile(slot, fd, name)
+    return TempFile(slot, fd, name, journal)
 
 
 def commit(tmp: TempFile, replace: bool) -> None:
-    """Put the temporary file at its target: replace what is there (a rename: atomic) or
-    create it where nothing is (linkat / RENAME_NOREPLACE: fails if the name is taken).
+    """Put the temporary file at its target in one step: replace what is there (rename,
+    atomic) or create it where nothing is (RENAME_NOREPLACE; where a filesystem lacks it,
+    link, which fails the same way when the name is taken, then unlink).
 
     Raises:
         FileExists: creating, and the name is taken.
     """
     slot = tmp.slot
-    name = tmp.named
     try:
-        if not name and not replace:
-            # Link the unnamed inode straight to its name: atomic, and EEXIST if taken.
-            os.link(f"/proc/self/fd/{tmp.fd}", slot.name, dst_dir_fd=slot.dir_fd,
-                    follow_symlinks=True)
-            return
-        if not name:
-            name = f".writ-{secrets.token_hex(8)}.new"
-            os.link(f"/proc/self/fd/{tmp.fd}", name, dst_dir_fd=slot.dir_fd,
-                    follow_symlinks=True)
-            tmp.named = name  # discard() removes it if the rename below fails
-        renameat2(slot.dir_fd, name, slot.dir_fd, slot.name, 0 if replace else RENAME_NOREPLACE)
-        tmp.named = ""
+        if replace:
+            renameat2(slot.dir_fd, tmp.name, slot.dir_fd, slot.name, 0)
+        else:
+            try:
+                renameat2(slot.dir_fd, tmp.name, slot.dir_fd, slot.name, RENAME_NOREPLACE)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.link(tmp.name, slot.name, src_dir_fd=slot.dir_fd, dst_dir_fd=slot.dir_fd,
+                        follow_symlinks=False)
+                os.unlink(tmp.name, dir_fd=slot.dir_fd)
+        tmp.name = ""
     except OSError as exc:
         raise os_error(exc, slot.path) from None
 

@@ -8,6 +8,7 @@ mediator then acts and records the allowed outcome.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from ..core.policy import Decision, FileAccess, decide
 from ..errors import BrokerError, InvalidArgument, PermissionDenied
 from ._context import CallContext
 from ._denylist import DenyList
-from ._fsops import openat2_beneath
+from ._fsops import Journal, openat2_beneath
 
+log = logging.getLogger("writ.files")
 # The most one WriteFile may store, whatever the grant's budget: a tool that streams
 # forever meets this cap (or its budget) and is refused.
 DEFAULT_MAX_WRITE_BYTES = 1 << 30
@@ -38,10 +40,14 @@ class Workspace:
 
 class Workspaces:
     def __init__(self, roots: dict[str, Path], deny_globs: Iterable[str] = (),
-                 max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES) -> None:
-        """Raises:
+                 max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES,
+                 journal: Path | None = None) -> None:
+        """Open every root and remove what writes in flight at a crash left behind.
+
+        Raises:
             InvalidArgument: a deny glob is not a clean relative pattern.
-            RuntimeError: openat2 is unavailable (Linux < 5.6)."""
+            RuntimeError: openat2 is unavailable (Linux < 5.6).
+        """
         self.deny = DenyList(deny_globs)
         self.max_write_bytes = max_write_bytes
         self._by_name: dict[str, Workspace] = {}
@@ -49,6 +55,10 @@ class Workspaces:
             fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self._by_name[name] = Workspace(name, root.resolve(), fd)
         self._probe_openat2()
+        self.journal = Journal(journal)
+        for removed in self.journal.sweep({n: w.fd for n, w in self._by_name.items()}):
+            log.warning("removed %s, left by a write in flight when the broker stopped",
+                        removed)
 
     def _probe_openat2(self) -> None:
         # SECURITY LIMITATION: containment relies on openat2 (Linux 5.6+). Without it the

@@ -21,7 +21,7 @@ from ..errors import BrokerError, FailedPrecondition, InvalidArgument, Permissio
 from ..launcher._spec import TOOL_USER
 from ._context import CallContext
 from ._fdpass import DescriptorDesk
-from ._fsops import NOT_REGULAR, hard_links, openat2_beneath, os_error
+from ._fsops import NOT_REGULAR, TEMP_RE, hard_links, openat2_beneath, os_error
 from ._workspaces import Workspace, Workspaces, guard, recorded
 
 __all__ = ["Workspaces", "list_dir", "open_file", "read_file", "stat_entry"]
@@ -65,6 +65,8 @@ def _list(ws: Workspace, path: str) -> list[tool_pb2.DirEntry]:
     try:
         with os.scandir(fd) as it:
             for entry in it:
+                if TEMP_RE.fullmatch(entry.name):
+                    continue  # a write in flight: the broker's, not an entry of the folder
                 st = entry.stat(follow_symlinks=False)
                 kind = _kind(st.st_mode)
                 out.append(tool_pb2.DirEntry(name=entry.name, kind=kind,

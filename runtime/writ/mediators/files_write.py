@@ -1,46 +1,47 @@
-"""Mediated file changes under operator-registered workspaces: write, create, mkdir,
-delete, rename.
+"""Mediated file writes: replace, create, or either, streamed.
 
-Same shape as files.py: build the operation and decide it (``guard``; denials recorded),
-check the target on the host, record the allowed outcome, then act. Every change acts on
-one name inside a parent directory held by an openat2-beneath descriptor, so a symlink
-anywhere on the way is refused and one swapped in at the final name is replaced or moved
-as a name, never followed. The check-record-act step of every change in a workspace runs
-under that workspace's lock: a tool cannot race its own checks with concurrent calls.
+Same shape as files.py: build the operation and decide it (denials recorded), check the
+target on the host, then take the bytes, record the allowed outcome, and only then put the
+file in place. The bytes go into a temporary file under a reserved random name in the
+target's held parent directory (why not O_TMPFILE: see _fsops.py), bounded by the broker's maximum and by the grant's write budget
+(reserved as bytes arrive, so a tool that streams forever is refused at the cap). The file
+is fsynced and put in place in one atomic step (rename over the target, or
+link-without-replace for a create) only when the tool's last message says so; any error,
+overrun or cancellation before that removes it: no partial file is left behind, and one a
+crashed broker left is removed when it starts again (the journal in _fsops.py).
 
-Writes stream into an unnamed temporary file (O_TMPFILE) in the target's directory,
-bounded by the broker's maximum and the grant's write budget (reserved as bytes arrive);
-the file is fsynced and put in place in one atomic step (rename over the target, or
-link-without-replace for a create) only when the tool's last message says so. Any error,
-overrun or cancellation before that discards the temporary file: no partial file, ever.
+The bytes arrive in the WriteFile messages or, for bulk data, through the read end of a
+pipe the tool handed to its descriptor socket (_fdpass.py), drained with splice(2).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
-import contextlib
-import errno
+import fcntl
 import os
+import select
 import stat
+import termios
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._proto import audit_pb2, tool_pb2
 from .._proto import capabilities_pb2 as caps
 from ..budgets import Reservation
-from ..core.paths import clean_relpath
 from ..core.policy import Decision, FileAccess, decide
 from ..errors import (
     BrokerError,
-    FailedPrecondition,
     FileMissing,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
 )
 from ._context import CallContext
+from ._fdpass import DescriptorDesk
 from ._fsops import (
-    RENAME_NOREPLACE,
     Aborted,
     FileExists,
     Slot,
@@ -49,16 +50,16 @@ from ._fsops import (
     commit,
     open_slot,
     open_temp,
-    openat2_beneath,
     os_error,
-    renameat2,
     sync_dir,
 )
-from ._workspaces import Workspaces, check_denylist, deny, guard, recorded, resolve
+from ._workspaces import Workspaces, deny, recorded, resolve
 
-__all__ = ["delete", "make_dir", "rename", "write_file"]
+__all__ = ["write_file"]
 
 _RESERVE_MIN, _RESERVE_MAX = 1 << 20, 64 << 20  # budget reserved ahead, in growing blocks
+_POLL_MS = 200  # how often a pipe drain looks up to see whether it was called off
+_SPLICE_MAX = 1 << 20
 # What each write mode may do: replace an existing file (WRITE), create one (CREATE).
 _MODE_OPS = {
     tool_pb2.WRITE_MODE_REPLACE: (caps.WRITE,),
@@ -67,24 +68,70 @@ _MODE_OPS = {
 }
 
 
-# -- write / create --------------------------------------------------------------------------
 @dataclass
 class _Write:
-    """One write in progress: what to clean up if it does not complete."""
+    """One write in progress: its limits, what it holds, and what to undo."""
 
+    ctx: CallContext
+    cap: int
+    path: str = ""
+    decision: Decision | None = None
     slot: Slot | None = None
     tmp: TempFile | None = None
+    pipe: int = -1
     held: list[Reservation] = field(default_factory=list)
     reserved: int = 0   # write bytes reserved so far
-    size: int = 0       # bytes received and written to the temporary file
+    size: int = 0       # bytes taken into the temporary file
+    stop: threading.Event = field(default_factory=threading.Event)
+    busy: asyncio.Future[Any] | None = None
 
-    def close(self) -> None:
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run host I/O on a thread. Shielded, and awaited again by ``close``: a descriptor
+        a thread still uses is never closed under it (its number could be reused)."""
+        self.busy = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        return await asyncio.shield(self.busy)
+
+    def take(self, n: int) -> None:
+        """Account for ``n`` more bytes before they are written: the broker's cap, then
+        the budget (reserved ahead in blocks; the last try asks for exactly what is short).
+
+        Raises:
+            ResourceExhausted: past the broker's maximum. PermissionDenied: past a budget.
+        """
+        total = self.size + n
+        if total > self.cap:
+            raise ResourceExhausted(f"{self.path}: write exceeds the broker's maximum of "
+                                    f"{self.cap} bytes; nothing was written")
+        if total <= self.reserved:
+            return
+        assert self.decision is not None
+        short = total - self.reserved
+        for amount in (max(short, min(max(self.reserved, _RESERVE_MIN), _RESERVE_MAX)), short):
+            try:
+                self.held += self.ctx.budgets.charge(self.decision.charges, write_bytes=amount)
+                self.reserved += amount
+                return
+            except PermissionDenied as exc:
+                refusal = exc
+        raise PermissionDenied(f"{self.path}: write refused after {total} bytes, nothing was "
+                               f"written: {refusal.details}")
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.busy is not None and not self.busy.done():
+            await asyncio.wait([self.busy])
+            late = None if self.busy.exception() else self.busy.result()
+            if isinstance(late, TempFile) and self.tmp is None:
+                late.discard()  # opened after we stopped waiting for it
+        if self.pipe >= 0:
+            os.close(self.pipe)
         if self.tmp is not None:
             self.tmp.discard()
         if self.slot is not None:
             self.slot.close()
 
 
+# -- host I/O (on threads) -------------------------------------------------------------------
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     try:
@@ -94,118 +141,158 @@ def _write_all(fd: int, data: bytes) -> None:
         raise os_error(exc, "") from None
 
 
+def _drain(w: _Write) -> None:
+    """Move the pipe's bytes into the temporary file with splice(2) until the tool closes
+    its end. Each splice moves at most what is already accounted for (cap, budget); at
+    that boundary, the bytes waiting in the pipe are accounted for (or refused) first."""
+    assert w.tmp is not None
+    os.set_blocking(w.pipe, False)
+    poller = select.poll()
+    poller.register(w.pipe, select.POLLIN)
+    pending = array.array("i", [0])
+    while not w.stop.is_set():
+        allowed = min(w.reserved, w.cap) - w.size
+        if allowed <= 0:
+            events = poller.poll(_POLL_MS)
+            fcntl.ioctl(w.pipe, termios.FIONREAD, pending)
+            if pending[0] == 0:
+                if events and events[0][1] & (select.POLLHUP | select.POLLERR):
+                    return  # empty, and no writer is left: the end of the data
+                continue
+            w.take(pending[0])  # raises past the cap or the budget
+            continue
+        try:
+            moved = os.splice(w.pipe, w.tmp.fd, min(allowed, _SPLICE_MAX))
+        except BlockingIOError:
+            poller.poll(_POLL_MS)  # nothing waiting: sleep until there is (or a stop)
+            continue
+        except OSError as exc:
+            raise os_error(exc, w.path) from None
+        if moved == 0:
+            return  # the end of the data: every writer closed the pipe
+        w.size += moved
+    raise Aborted(f"{w.path}: the write was called off after {w.size} bytes; nothing was "
+                  "written")
+
+
 def _commit(tmp: TempFile, replace: bool) -> None:
     commit(tmp, replace)
     sync_dir(tmp.slot.dir_fd)
 
 
-def _reserve(ctx: CallContext, w: _Write, decision: Decision, path: str) -> None:
-    """Reserve write budget to cover ``w.size``, ahead in blocks (few transactions for a
-    large write); the last attempt asks for exactly the shortfall, so a refusal is exact.
-
-    Raises:
-        PermissionDenied: the budget cannot cover the bytes received.
-    """
-    short = w.size - w.reserved
-    block = max(short, min(max(w.reserved, _RESERVE_MIN), _RESERVE_MAX))
-    try:
-        w.held += ctx.budgets.charge(decision.charges, write_bytes=block)
-        w.reserved += block
-        return
-    except PermissionDenied:
-        pass
-    try:
-        w.held += ctx.budgets.charge(decision.charges, write_bytes=short)
-    except PermissionDenied as exc:
-        raise PermissionDenied(f"{path}: write refused after {w.size} bytes, nothing was "
-                               f"written: {exc.details}") from None
-    w.reserved += short
-
-
+# -- the operation ---------------------------------------------------------------------------
 async def _decide_write(ctx: CallContext, ev: audit_pb2.AuditEvent, workspaces: Workspaces,
                         first: tool_pb2.WriteFileRequest, w: _Write
-                        ) -> tuple[str, str, Decision, os.stat_result | None]:
-    """Decide the write and check its target; returns (workspace, path, decision, the
-    target's stat or None when it is created). CREATE_OR_REPLACE decides WRITE and CREATE
-    without touching the host; the target's existence then picks the one that applies."""
+                        ) -> tuple[str, os.stat_result | None]:
+    """Decide the write and check its target; returns the workspace and the target's stat
+    (None: it is created). CREATE_OR_REPLACE decides WRITE and CREATE without touching the
+    host; the target's existence then picks the one that applies."""
     wanted = _MODE_OPS.get(first.mode)
     if wanted is None:
         raise await recorded(ctx, ev, InvalidArgument(
             f"write mode {first.mode} is not REPLACE, CREATE or CREATE_OR_REPLACE"))
     ev.operation = "file.create" if wanted == (caps.CREATE,) else "file.write"
-    ws, path = await resolve(ctx, ev, workspaces, first.workspace, first.path)
-    decisions = {op: decide(ctx.authority, FileAccess(ws, path, op), ctx.now) for op in wanted}
+    ws, w.path = await resolve(ctx, ev, workspaces, first.workspace, first.path)
+    decisions = {op: decide(ctx.authority, FileAccess(ws, w.path, op), ctx.now)
+                 for op in wanted}
     if not any(d.allowed for d in decisions.values()):
         await deny(ctx, ev, decisions[wanted[0]])
-    w.slot = await asyncio.to_thread(open_slot, workspaces.get(ws).fd, path)
-    st = await asyncio.to_thread(w.slot.lstat)
+    w.slot = await w.run(open_slot, workspaces.get(ws).fd, w.path)
+    st = await w.run(w.slot.lstat)
     op = caps.CREATE if st is None else caps.WRITE
     if len(wanted) > 1:
         ev.operation = "file.create" if st is None else "file.write"
     if op not in decisions:
         if st is None:
-            raise FileMissing(f"{path}: no such file or directory")
-        raise FileExists(f"{path}: already exists")
+            raise FileMissing(f"{w.path}: no such file or directory")
+        raise FileExists(f"{w.path}: already exists")
     if not decisions[op].allowed:
         await deny(ctx, ev, decisions[op])
     if st is not None:
-        check_file(path, st)
-    return ws, path, decisions[op], st
+        check_file(w.path, st)
+    w.decision = decisions[op]
+    return ws, st
 
 
-async def write_file(ctx: CallContext, workspaces: Workspaces,
+async def _take_messages(w: _Write, first: tool_pb2.WriteFileRequest,
+                         requests: AsyncIterator[tool_pb2.WriteFileRequest]) -> None:
+    assert w.tmp is not None
+    msg = first
+    while True:
+        if msg.data:
+            w.take(len(msg.data))
+            await w.run(_write_all, w.tmp.fd, msg.data)
+            w.size += len(msg.data)
+        if msg.finish:
+            return
+        msg = await _next(w, requests)
+
+
+async def _take_pipe(w: _Write, first: tool_pb2.WriteFileRequest,
+                     requests: AsyncIterator[tool_pb2.WriteFileRequest]) -> None:
+    if w.pipe < 0:
+        raise InvalidArgument("unknown, used or expired source ticket")
+    if first.data or first.finish:
+        raise InvalidArgument("a write from a pipe carries its bytes in the pipe only")
+    await w.run(_drain, w)
+    last = await _next(w, requests)
+    if last.data or not last.finish:
+        raise InvalidArgument("after a pipe, the one message left is `finish`")
+
+
+async def _next(w: _Write, requests: AsyncIterator[tool_pb2.WriteFileRequest]
+                ) -> tool_pb2.WriteFileRequest:
+    msg = await anext(requests, None)
+    if msg is None:
+        # gRPC ends the stream the same way whether the tool finished, died, was cancelled
+        # or sent an oversized message: only `finish` means "commit".
+        raise Aborted(f"{w.path}: the write stream ended after {w.size} bytes without its "
+                      "finishing message; nothing was written")
+    if msg.workspace or msg.path or msg.mode or msg.source_ticket:
+        raise InvalidArgument("only the first message of a write names the file")
+    return msg
+
+
+async def write_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorDesk,
                      requests: AsyncIterator[tool_pb2.WriteFileRequest]
                      ) -> tool_pb2.WriteFileResponse:
     ev = ctx.event("file.write", ":")
-    w = _Write()
+    w = _Write(ctx, workspaces.max_write_bytes)
     try:
         first = await anext(requests, None)
         if first is None:
             raise Aborted("the write stream ended before its first message; nothing was "
                           "written")
         ev.target = f"{first.workspace}:{first.path}"
-        ws, path, decision, old = await _decide_write(ctx, ev, workspaces, first, w)
-        assert w.slot is not None
+        if first.source_ticket:
+            # Held (and closed on any refusal) from the start: a tool already writing into
+            # the pipe then sees EPIPE at once instead of a full pipe.
+            pipe = desk.take_pipe(first.source_ticket)
+            w.pipe = -1 if pipe is None else pipe
+        ws, old = await _decide_write(ctx, ev, workspaces, first, w)
+        assert w.slot is not None and w.decision is not None
         # A replacement keeps the old file's permission bits.
-        mode = 0o644 if old is None else stat.S_IMODE(old.st_mode)
-        w.tmp = await asyncio.to_thread(open_temp, w.slot, mode)
+        w.tmp = await w.run(open_temp, w.slot, ws, workspaces.journal,
+                            0o644 if old is None else stat.S_IMODE(old.st_mode))
         if old is None:
-            w.held += ctx.budgets.charge(decision.charges, files=1)
-        cap = workspaces.max_write_bytes
-        msg = first
-        while True:
-            if msg.data:
-                w.size += len(msg.data)
-                if w.size > cap:
-                    raise ResourceExhausted(f"{path}: write exceeds the broker's maximum of "
-                                            f"{cap} bytes; nothing was written")
-                if w.size > w.reserved:
-                    _reserve(ctx, w, decision, path)
-                await asyncio.to_thread(_write_all, w.tmp.fd, msg.data)
-            if msg.finish:
-                break
-            nxt = await anext(requests, None)
-            if nxt is None:
-                # gRPC ends the stream the same way whether the tool finished, died, was
-                # cancelled or sent an oversized message: only `finish` means "commit".
-                raise Aborted(f"{path}: the write stream ended after {w.size} bytes without "
-                              "its finishing message; nothing was written")
-            if nxt.workspace or nxt.path or nxt.mode:
-                raise InvalidArgument("only the first message of a write names the file")
-            msg = nxt
-        await asyncio.to_thread(os.fsync, w.tmp.fd)
+            w.held += ctx.budgets.charge(w.decision.charges, files=1)
+        if first.source_ticket:
+            await _take_pipe(w, first, requests)
+        else:
+            await _take_messages(w, first, requests)
+        await w.run(os.fsync, w.tmp.fd)
         async with workspaces.get(ws).lock:
             # Again, under the lock: the target may have changed while the bytes streamed.
-            st = await asyncio.to_thread(w.slot.lstat)
+            st = await w.run(w.slot.lstat)
             if old is not None:
-                check_file(path, st)
+                check_file(w.path, st)
             elif st is not None:
-                raise FileExists(f"{path}: already exists")
-            await ctx.record_decision(ev, decision, w.size)  # record, then put it in place
+                raise FileExists(f"{w.path}: already exists")
+            await ctx.record_decision(ev, w.decision, w.size)  # record, then put it in place
             try:
-                await asyncio.to_thread(_commit, w.tmp, old is not None)
+                await w.run(_commit, w.tmp, old is not None)
             except BrokerError as err:
-                await _record_failure(ctx, ev, err)
+                await ctx.record_failure(ev, err)
                 raise
         w.held = []  # spent: the bytes are stored
         return tool_pb2.WriteFileResponse(bytes_written=w.size, created=old is None)
@@ -215,174 +302,8 @@ async def write_file(ctx: CallContext, workspaces: Workspaces,
     except asyncio.CancelledError:
         ctx.budgets.release(w.held)
         if not ev.decision:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(ctx.record_error(ev, Aborted(
-                    f"{ev.target}: the write was cancelled after {w.size} bytes; nothing "
-                    "was written")))
+            await ctx.record_error(ev, Aborted(f"{ev.target}: the write was cancelled after "
+                                               f"{w.size} bytes; nothing was written"))
         raise
     finally:
-        w.close()
-
-
-async def _record_failure(ctx: CallContext, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
-    """The act failed after its ALLOW record: a second record says so."""
-    failed = audit_pb2.AuditEvent()
-    failed.CopyFrom(ev)
-    failed.ClearField("hash")
-    failed.bytes = 0
-    await ctx.record_error(failed, err)
-
-
-# -- mkdir / delete --------------------------------------------------------------------------
-def _mkdir(slot: Slot) -> None:
-    try:
-        os.mkdir(slot.name, 0o755, dir_fd=slot.dir_fd)
-    except OSError as exc:
-        raise os_error(exc, slot.path) from None
-    sync_dir(slot.dir_fd)
-
-
-def _remove(slot: Slot, is_dir: bool) -> None:
-    try:
-        if is_dir:
-            os.rmdir(slot.name, dir_fd=slot.dir_fd)
-        else:
-            os.unlink(slot.name, dir_fd=slot.dir_fd)
-    except OSError as exc:
-        raise os_error(exc, slot.path) from None
-    sync_dir(slot.dir_fd)
-
-
-async def _act(ctx: CallContext, ev: audit_pb2.AuditEvent, decision: Decision,
-               fn: Callable[..., None], *args: object) -> None:
-    """Record the allowed decision, then act; a failing act gets a second record."""
-    await ctx.record_decision(ev, decision)
-    try:
-        await asyncio.to_thread(fn, *args)
-    except BrokerError as err:
-        await _record_failure(ctx, ev, err)
-        raise
-
-
-async def make_dir(ctx: CallContext, workspaces: Workspaces,
-                   req: tool_pb2.MakeDirRequest) -> tool_pb2.MakeDirResponse:
-    ev = ctx.event("file.mkdir", f"{req.workspace}:{req.path}")
-    ws, path, decision = await guard(ctx, ev, workspaces, req.workspace, req.path, caps.MKDIR)
-    slot: Slot | None = None
-    held: list[Reservation] = []
-    try:
-        slot = await asyncio.to_thread(open_slot, workspaces.get(ws).fd, path)
-        async with workspaces.get(ws).lock:
-            if await asyncio.to_thread(slot.lstat) is not None:
-                raise FileExists(f"{path}: already exists")
-            held = ctx.budgets.charge(decision.charges, files=1)
-            await _act(ctx, ev, decision, _mkdir, slot)
-        return tool_pb2.MakeDirResponse()
-    except BrokerError as err:
-        ctx.budgets.release(held)
-        raise await recorded(ctx, ev, err) from None
-    finally:
-        if slot is not None:
-            slot.close()
-
-
-async def delete(ctx: CallContext, workspaces: Workspaces,
-                 req: tool_pb2.DeleteRequest) -> tool_pb2.DeleteResponse:
-    ev = ctx.event("file.delete", f"{req.workspace}:{req.path}")
-    ws, path, decision = await guard(ctx, ev, workspaces, req.workspace, req.path, caps.DELETE)
-    slot: Slot | None = None
-    try:
-        slot = await asyncio.to_thread(open_slot, workspaces.get(ws).fd, path)
-        async with workspaces.get(ws).lock:
-            st = await asyncio.to_thread(slot.lstat)
-            is_dir = st is not None and stat.S_ISDIR(st.st_mode)
-            if not is_dir:
-                check_file(path, st)
-            elif await asyncio.to_thread(_has_entries, slot):
-                raise FailedPrecondition(f"{path}: directory is not empty")
-            await _act(ctx, ev, decision, _remove, slot, is_dir)
-        return tool_pb2.DeleteResponse()
-    except BrokerError as err:
-        raise await recorded(ctx, ev, err) from None
-    finally:
-        if slot is not None:
-            slot.close()
-
-
-def _has_entries(slot: Slot) -> bool:
-    try:
-        fd = openat2_beneath(slot.dir_fd, slot.name, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise os_error(exc, slot.path) from None
-    try:
-        with os.scandir(fd) as it:
-            return next(it, None) is not None
-    finally:
-        os.close(fd)
-
-
-# -- rename ----------------------------------------------------------------------------------
-def _move(src: Slot, dst: Slot, replace: bool, moved: os.stat_result) -> None:
-    """Rename one name to another. Afterwards the destination must be the very inode that
-    was checked; if a host process swapped something in between, it is moved back."""
-    try:
-        renameat2(src.dir_fd, src.name, dst.dir_fd, dst.name, 0 if replace else RENAME_NOREPLACE)
-    except OSError as exc:
-        raise os_error(exc, dst.path if exc.errno == errno.EEXIST else src.path) from None
-    try:
-        now = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
-    except OSError as exc:
-        raise os_error(exc, dst.path) from None
-    if (now.st_dev, now.st_ino) != (moved.st_dev, moved.st_ino):
-        with contextlib.suppress(OSError):
-            renameat2(dst.dir_fd, dst.name, src.dir_fd, src.name, RENAME_NOREPLACE)
-        raise Aborted(f"{src.path}: changed while being renamed; moved back")
-    sync_dir(dst.dir_fd)
-    if dst.dir_fd != src.dir_fd:
-        sync_dir(src.dir_fd)
-
-
-async def rename(ctx: CallContext, workspaces: Workspaces,
-                 req: tool_pb2.RenameRequest) -> tool_pb2.RenameResponse:
-    ev = ctx.event("file.rename", f"{req.workspace}:{req.from_path} -> {req.to_path}")
-    try:
-        ws, src_path = await resolve(ctx, ev, workspaces, req.workspace, req.from_path)
-        shown_src = ev.target
-        ev.target = f"{shown_src} -> {req.to_path}"
-        dst_path = clean_relpath(req.to_path)
-        ev.target = f"{shown_src} -> {ws}:{dst_path}"
-        check_denylist(workspaces, dst_path)
-        if src_path == dst_path:
-            raise InvalidArgument(f"{src_path}: source and destination are the same")
-    except BrokerError as err:
-        raise await recorded(ctx, ev, err) from None
-    # RENAME must be allowed on both ends; the first refusal is the answer.
-    both = [decide(ctx.authority, FileAccess(ws, p, caps.RENAME), ctx.now)
-            for p in (src_path, dst_path)]
-    for d in both:
-        if not d.allowed:
-            await deny(ctx, ev, d)
-    rules = list(dict.fromkeys(d.rule for d in both))
-    decision = Decision(True, "; ".join(d.reason for d in both), ",".join(rules))
-    slots: list[Slot] = []
-    try:
-        root = workspaces.get(ws).fd
-        for p in (src_path, dst_path):
-            slots.append(await asyncio.to_thread(open_slot, root, p))
-        src, dst = slots
-        async with workspaces.get(ws).lock:
-            # Files only: moving a directory would move every path beneath it unchecked
-            # (a folder of hooks renamed to ".git" would evade the deny list).
-            moved = check_file(src_path, await asyncio.to_thread(src.lstat))
-            there = await asyncio.to_thread(dst.lstat)
-            if there is not None:
-                if not req.replace:
-                    raise FileExists(f"{dst_path}: already exists")
-                check_file(dst_path, there)
-            await _act(ctx, ev, decision, _move, src, dst, req.replace, moved)
-        return tool_pb2.RenameResponse()
-    except BrokerError as err:
-        raise await recorded(ctx, ev, err) from None
-    finally:
-        for slot in slots:
-            slot.close()
+        await w.close()

@@ -277,6 +277,52 @@ def ticket_twice(args):
     return out
 
 
+def hand_in(args):
+    """Offer the descriptor socket things that are not the read end of a pipe, then write
+    with bad source tickets (each answer is reported)."""
+    import tempfile
+
+    import grpc
+    from writ_tool import _broker
+    from writ_tool._proto import tool_pb2
+
+    conn = _broker.connection()
+    path = os.path.join(os.path.dirname(conn.socket_path), "fd.sock")
+
+    def offer(fds, line=b"send\n"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            socket.send_fds(s, [line], fds)
+            return s.recv(256).decode(errors="replace")
+
+    def write(header):
+        try:
+            conn.stream_unary("WriteFile", iter([header])).result()
+            return {"ok": True}
+        except grpc.RpcError as exc:
+            err = _broker.translate(exc)
+            return {"code": err.code, "message": err.message}
+
+    out = {}
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    with tempfile.TemporaryFile() as tmp:
+        out["file"] = offer([tmp.fileno()])
+    out["write_end"] = offer([w])
+    out["socket"] = offer([a.fileno()])
+    out["two"] = offer([r, r])
+    out["not_send"] = offer([r], b"take\n")
+    good = offer([r])
+    out["good"] = good[:1]
+    head = {"path": args["path"], "mode": 3}
+    out["unknown_ticket"] = write(tool_pb2.WriteFileRequest(source_ticket="0" * 32, **head))
+    out["data_with_pipe"] = write(tool_pb2.WriteFileRequest(source_ticket=good[1:].strip(),
+                                                            data=b"x", **head))
+    for x in (r, w, a, b):
+        os.close(x) if isinstance(x, int) else x.close()
+    return out
+
+
 def fs_loop(args):
     """Repeat a list of file operations for a while; count each distinct outcome (races)."""
     seen = {}
@@ -327,8 +373,13 @@ def threads(args):
 ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths, caps,
                                    raw_socket, use_token, read, listdir, read_loop, env,
                                    env_values, sleep, exit_silently, threads, fs_ops,
-                                   write_stream, raw_call, descriptor, ticket_twice, fs_loop)}
+                                   write_stream, raw_call, descriptor, ticket_twice, fs_loop,
+                                   hand_in)}
 
 
 def main(args):
+    if "pipe" in args:  # writes through a handed-in pipe (default) or in messages
+        from writ_tool import files
+
+        files.WRITE_VIA_PIPE = args["pipe"]
     return {"action": args["action"], "result": ACTIONS[args["action"]](args)}

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12writ/v1/tool.proto\x12\x07writ.v1\"\x0e\n\x0cStartRequest\"H\n\rStartResponse\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\"X\n\rFinishRequest\x12\x15\n\x0boutput_json\x18\x01 \x01(\tH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.writ.v1.FinishErrorH\x00\x42\t\n\x07outcome\",\n\x0b\x46inishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0e\x46inishResponse\"R\n\x0fReadFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\"\x19\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"1\n\x0eListDirRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"4\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\"5\n\x0fListDirResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.writ.v1.DirEntry\".\n\x0bStatRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"<\n\x0cStatResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\"2\n\x0fOpenFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"0\n\x10OpenFileResponse\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"s\n\x10WriteFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12 \n\x04mode\x18\x03 \x01(\x0e\x32\x12.writ.v1.WriteMode\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66inish\x18\x05 \x01(\x08\";\n\x11WriteFileResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x0eMakeDirRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x11\n\x0fMakeDirResponse\"0\n\rDeleteRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x10\n\x0e\x44\x65leteResponse\"W\n\rRenameRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x11\n\tfrom_path\x18\x02 \x01(\t\x12\x0f\n\x07to_path\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x10\n\x0eRenameResponse*x\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12WRITE_MODE_REPLACE\x10\x01\x12\x15\n\x11WRITE_MODE_CREATE\x10\x02\x12 \n\x1cWRITE_MODE_CREATE_OR_REPLACE\x10\x03\x32\xe9\x04\n\nToolBroker\x12\x36\n\x05Start\x12\x15.writ.v1.StartRequest\x1a\x16.writ.v1.StartResponse\x12\x39\n\x06\x46inish\x12\x16.writ.v1.FinishRequest\x1a\x17.writ.v1.FinishResponse\x12:\n\x08ReadFile\x12\x18.writ.v1.ReadFileRequest\x1a\x12.writ.v1.FileChunk0\x01\x12<\n\x07ListDir\x12\x17.writ.v1.ListDirRequest\x1a\x18.writ.v1.ListDirResponse\x12\x33\n\x04Stat\x12\x14.writ.v1.StatRequest\x1a\x15.writ.v1.StatResponse\x12?\n\x08OpenFile\x12\x18.writ.v1.OpenFileRequest\x1a\x19.writ.v1.OpenFileResponse\x12\x44\n\tWriteFile\x12\x19.writ.v1.WriteFileRequest\x1a\x1a.writ.v1.WriteFileResponse(\x01\x12<\n\x07MakeDir\x12\x17.writ.v1.MakeDirRequest\x1a\x18.writ.v1.MakeDirResponse\x12\x39\n\x06\x44\x65lete\x12\x16.writ.v1.DeleteRequest\x1a\x17.writ.v1.DeleteResponse\x12\x39\n\x06Rename\x12\x16.writ.v1.RenameRequest\x1a\x17.writ.v1.RenameResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12writ/v1/tool.proto\x12\x07writ.v1\"\x0e\n\x0cStartRequest\"H\n\rStartResponse\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\"X\n\rFinishRequest\x12\x15\n\x0boutput_json\x18\x01 \x01(\tH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.writ.v1.FinishErrorH\x00\x42\t\n\x07outcome\",\n\x0b\x46inishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0e\x46inishResponse\"R\n\x0fReadFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\"\x19\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"1\n\x0eListDirRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"4\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\"5\n\x0fListDirResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.writ.v1.DirEntry\".\n\x0bStatRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"<\n\x0cStatResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\"2\n\x0fOpenFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"0\n\x10OpenFileResponse\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x8a\x01\n\x10WriteFileRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12 \n\x04mode\x18\x03 \x01(\x0e\x32\x12.writ.v1.WriteMode\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66inish\x18\x05 \x01(\x08\x12\x15\n\rsource_ticket\x18\x06 \x01(\t\";\n\x11WriteFileResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x0eMakeDirRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x11\n\x0fMakeDirResponse\"0\n\rDeleteRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x10\n\x0e\x44\x65leteResponse\"W\n\rRenameRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x11\n\tfrom_path\x18\x02 \x01(\t\x12\x0f\n\x07to_path\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x10\n\x0eRenameResponse*x\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12WRITE_MODE_REPLACE\x10\x01\x12\x15\n\x11WRITE_MODE_CREATE\x10\x02\x12 \n\x1cWRITE_MODE_CREATE_OR_REPLACE\x10\x03\x32\xe9\x04\n\nToolBroker\x12\x36\n\x05Start\x12\x15.writ.v1.StartRequest\x1a\x16.writ.v1.StartResponse\x12\x39\n\x06\x46inish\x12\x16.writ.v1.FinishRequest\x1a\x17.writ.v1.FinishResponse\x12:\n\x08ReadFile\x12\x18.writ.v1.ReadFileRequest\x1a\x12.writ.v1.FileChunk0\x01\x12<\n\x07ListDir\x12\x17.writ.v1.ListDirRequest\x1a\x18.writ.v1.ListDirResponse\x12\x33\n\x04Stat\x12\x14.writ.v1.StatRequest\x1a\x15.writ.v1.StatResponse\x12?\n\x08OpenFile\x12\x18.writ.v1.OpenFileRequest\x1a\x19.writ.v1.OpenFileResponse\x12\x44\n\tWriteFile\x12\x19.writ.v1.WriteFileRequest\x1a\x1a.writ.v1.WriteFileResponse(\x01\x12<\n\x07MakeDir\x12\x17.writ.v1.MakeDirRequest\x1a\x18.writ.v1.MakeDirResponse\x12\x39\n\x06\x44\x65lete\x12\x16.writ.v1.DeleteRequest\x1a\x17.writ.v1.DeleteResponse\x12\x39\n\x06Rename\x12\x16.writ.v1.RenameRequest\x1a\x17.writ.v1.RenameResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'writ.v1.tool_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRITEMODE']._serialized_start=1181
-  _globals['_WRITEMODE']._serialized_end=1301
+  _globals['_WRITEMODE']._serialized_start=1205
+  _globals['_WRITEMODE']._serialized_end=1325
   _globals['_STARTREQUEST']._serialized_start=31
   _globals['_STARTREQUEST']._serialized_end=45
   _globals['_STARTRESPONSE']._serialized_start=47
@@ -61,22 +61,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENFILEREQUEST']._serialized_end=706
   _globals['_OPENFILERESPONSE']._serialized_start=708
   _globals['_OPENFILERESPONSE']._serialized_end=756
-  _globals['_WRITEFILEREQUEST']._serialized_start=758
-  _globals['_WRITEFILEREQUEST']._serialized_end=873
-  _globals['_WRITEFILERESPONSE']._serialized_start=875
-  _globals['_WRITEFILERESPONSE']._serialized_end=934
-  _globals['_MAKEDIRREQUEST']._serialized_start=936
-  _globals['_MAKEDIRREQUEST']._serialized_end=985
-  _globals['_MAKEDIRRESPONSE']._serialized_start=987
-  _globals['_MAKEDIRRESPONSE']._serialized_end=1004
-  _globals['_DELETEREQUEST']._serialized_start=1006
-  _globals['_DELETEREQUEST']._serialized_end=1054
-  _globals['_DELETERESPONSE']._serialized_start=1056
-  _globals['_DELETERESPONSE']._serialized_end=1072
-  _globals['_RENAMEREQUEST']._serialized_start=1074
-  _globals['_RENAMEREQUEST']._serialized_end=1161
-  _globals['_RENAMERESPONSE']._serialized_start=1163
-  _globals['_RENAMERESPONSE']._serialized_end=1179
-  _globals['_TOOLBROKER']._serialized_start=1304
-  _globals['_TOOLBROKER']._serialized_end=1921
+  _globals['_WRITEFILEREQUEST']._serialized_start=759
+  _globals['_WRITEFILEREQUEST']._serialized_end=897
+  _globals['_WRITEFILERESPONSE']._serialized_start=899
+  _globals['_WRITEFILERESPONSE']._serialized_end=958
+  _globals['_MAKEDIRREQUEST']._serialized_start=960
+  _globals['_MAKEDIRREQUEST']._serialized_end=1009
+  _globals['_MAKEDIRRESPONSE']._serialized_start=1011
+  _globals['_MAKEDIRRESPONSE']._serialized_end=1028
+  _globals['_DELETEREQUEST']._serialized_start=1030
+  _globals['_DELETEREQUEST']._serialized_end=1078
+  _globals['_DELETERESPONSE']._serialized_start=1080
+  _globals['_DELETERESPONSE']._serialized_end=1096
+  _globals['_RENAMEREQUEST']._serialized_start=1098
+  _globals['_RENAMEREQUEST']._serialized_end=1185
+  _globals['_RENAMERESPONSE']._serialized_start=1187
+  _globals['_RENAMERESPONSE']._serialized_end=1203
+  _globals['_TOOLBROKER']._serialized_start=1328
+  _globals['_TOOLBROKER']._serialized_end=1945
 # @@protoc_insertion_point(module_scope)

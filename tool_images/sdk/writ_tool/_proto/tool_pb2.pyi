@@ -129,18 +129,20 @@ class OpenFileResponse(_message.Message):
     def __init__(self, ticket: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class WriteFileRequest(_message.Message):
-    __slots__ = ("workspace", "path", "mode", "data", "finish")
+    __slots__ = ("workspace", "path", "mode", "data", "finish", "source_ticket")
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TICKET_FIELD_NUMBER: _ClassVar[int]
     workspace: str
     path: str
     mode: WriteMode
     data: bytes
     finish: bool
-    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., data: _Optional[bytes] = ..., finish: _Optional[bool] = ...) -> None: ...
+    source_ticket: str
+    def __init__(self, workspace: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., data: _Optional[bytes] = ..., finish: _Optional[bool] = ..., source_ticket: _Optional[str] = ...) -> None: ...
 
 class WriteFileResponse(_message.Message):
     __slots__ = ("bytes_written", "created")
