@@ -58,6 +58,20 @@ _ROWS = [
            "a regular single-link file or an empty directory"),
     Method("ToolBroker", "Rename", "tool", "file.rename", False,
            "regular files only; RENAME allowed on both paths"),
+    Method("ToolBroker", "Pay", "tool", "pay", False,
+           "exactly once per grant and idempotency key; reserve, record, transfer, record"),
+    Method("ToolBroker", "GetPayment", "tool", "pay.get", False,
+           "an earlier payment of this grant by its key; reads only"),
+    Method("Control", "ListApprovals", "operator", "pay.approval.list", False,
+           "payments held for a person; reads only"),
+    Method("Control", "Approve", "operator", "pay.approval.approve", False,
+           "bound to the held payee, amount, currency and key; expires"),
+    Method("Control", "DenyApproval", "operator", "pay.approval.deny", False,
+           "the held payment is refused and its budget released"),
+    Method("Control", "SeedAccount", "operator", "ledger.seed", False,
+           "create or credit an account of the embedded ledger"),
+    Method("Control", "ListAccounts", "operator", "ledger.list", False,
+           "accounts and balances; reads only"),
 ]
 
 METHODS: dict[str, Method] = {m.full_name: m for m in _ROWS}

@@ -224,3 +224,91 @@ class InvokeEvent(_message.Message):
     output: ToolOutput
     result: InvokeResult
     def __init__(self, started: _Optional[_Union[InvokeStarted, _Mapping]] = ..., output: _Optional[_Union[ToolOutput, _Mapping]] = ..., result: _Optional[_Union[InvokeResult, _Mapping]] = ...) -> None: ...
+
+class ApprovalInfo(_message.Message):
+    __slots__ = ("id", "status", "payee", "amount", "currency", "idempotency_key", "memo", "tool", "invocation_id", "grant_id", "expires_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    payee: str
+    amount: int
+    currency: str
+    idempotency_key: str
+    memo: str
+    tool: str
+    invocation_id: str
+    grant_id: str
+    expires_at: int
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., payee: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., memo: _Optional[str] = ..., tool: _Optional[str] = ..., invocation_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class ListApprovalsRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
+
+class ListApprovalsResponse(_message.Message):
+    __slots__ = ("approvals",)
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    approvals: _containers.RepeatedCompositeFieldContainer[ApprovalInfo]
+    def __init__(self, approvals: _Optional[_Iterable[_Union[ApprovalInfo, _Mapping]]] = ...) -> None: ...
+
+class ApproveRequest(_message.Message):
+    __slots__ = ("id", "amount", "payee", "currency")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    amount: int
+    payee: str
+    currency: str
+    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., payee: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class DenyApprovalRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SeedAccountRequest(_message.Message):
+    __slots__ = ("name", "amount", "currency")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    amount: int
+    currency: str
+    def __init__(self, name: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class AccountInfo(_message.Message):
+    __slots__ = ("name", "balance", "currency")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    balance: int
+    currency: str
+    def __init__(self, name: _Optional[str] = ..., balance: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountInfo]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountInfo, _Mapping]]] = ...) -> None: ...

@@ -69,6 +69,31 @@ class ControlStub:
                 request_serializer=writ_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
                 _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/writ.v1.Control/ListApprovals',
+                request_serializer=writ_dot_v1_dot_control__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.Approve = channel.unary_unary(
+                '/writ.v1.Control/Approve',
+                request_serializer=writ_dot_v1_dot_control__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ApprovalInfo.FromString,
+                _registered_method=True)
+        self.DenyApproval = channel.unary_unary(
+                '/writ.v1.Control/DenyApproval',
+                request_serializer=writ_dot_v1_dot_control__pb2.DenyApprovalRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ApprovalInfo.FromString,
+                _registered_method=True)
+        self.SeedAccount = channel.unary_unary(
+                '/writ.v1.Control/SeedAccount',
+                request_serializer=writ_dot_v1_dot_control__pb2.SeedAccountRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.AccountInfo.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/writ.v1.Control/ListAccounts',
+                request_serializer=writ_dot_v1_dot_control__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -125,6 +150,41 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovals(self, request, context):
+        """Payments held for a person's approval (operator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Approve(self, request, context):
+        """Approve one held payment: exactly the payee, amount, currency and key it names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyApproval(self, request, context):
+        """Deny one held payment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SeedAccount(self, request, context):
+        """Set an account of the embedded ledger (operator): create it or credit it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """The embedded ledger's accounts and balances (operator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +222,31 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.RotateKey,
                     request_deserializer=writ_dot_v1_dot_control__pb2.RotateKeyRequest.FromString,
                     response_serializer=writ_dot_v1_dot_control__pb2.RotateKeyResponse.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'Approve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Approve,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.ApproveRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ApprovalInfo.SerializeToString,
+            ),
+            'DenyApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyApproval,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.DenyApprovalRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ApprovalInfo.SerializeToString,
+            ),
+            'SeedAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.SeedAccount,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.SeedAccountRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.AccountInfo.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.ListAccountsRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +438,141 @@ class Control:
             '/writ.v1.Control/RotateKey',
             writ_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
             writ_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/ListApprovals',
+            writ_dot_v1_dot_control__pb2.ListApprovalsRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Approve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/Approve',
+            writ_dot_v1_dot_control__pb2.ApproveRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ApprovalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/DenyApproval',
+            writ_dot_v1_dot_control__pb2.DenyApprovalRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ApprovalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SeedAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/SeedAccount',
+            writ_dot_v1_dot_control__pb2.SeedAccountRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.AccountInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/ListAccounts',
+            writ_dot_v1_dot_control__pb2.ListAccountsRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ListAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from ..launcher import Launched, LaunchSpec, effective_limits
 from ..launcher._seccomp import load_profile
 from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
 from ..manifests import check_grant, check_manifest
+from ..payments.control import PaymentsControl
 from ..security.signing import registration_detail
 from ..state import ToolRecord
 from .authority import AuthorityService, narrowing_report, token_ids
@@ -90,7 +91,7 @@ async def _launched_anyway(launch: asyncio.Future[Launched]) -> str:
     return launch.result().container_id
 
 
-class ControlService(AuthorityService):
+class ControlService(AuthorityService, PaymentsControl):
     def __init__(self, broker: Broker) -> None:
         self.b = broker
 
