@@ -57,12 +57,13 @@ def test_rows_is_a_filter_of_the_table() -> None:
     assert [m.name for m in rows("Control", ("agent",))] == ["ListTools", "Invoke", "Explain"]
     assert {m.name for m in rows("Control", ("operator", "agent"))} == {
         "RegisterTool", "MintToken", "ListTools", "Invoke", "Explain", "RevokeToken",
-        "RotateKey"}
+        "RotateKey", "ListApprovals", "Approve", "DenyApproval", "SeedAccount",
+        "ListAccounts"}
     assert rows("Control", ("tool",)) == []
     assert rows("ToolBroker", ("agent", "operator")) == []
     assert {m.name for m in rows("ToolBroker", ("tool",))} == {
         "Start", "Finish", "ReadFile", "ListDir", "Stat", "OpenFile", "WriteFile", "MakeDir",
-        "Delete", "Rename"}
+        "Delete", "Rename", "Pay", "GetPayment"}
 
 
 def test_render_table_lists_every_row() -> None:

@@ -23,6 +23,7 @@ from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, FailedPrecondition
 from ..launcher._spec import SOCKET_NAME, TOOL_USER
 from ..mediators import files, files_tree, files_write
+from ..mediators import payments as payments_mediator
 from ..mediators._context import CallContext
 from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
 from ..methods import Method
@@ -190,6 +191,19 @@ class ToolService:
     async def Rename(self, req: tool_pb2.RenameRequest, context: Any) -> tool_pb2.RenameResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Rename")
         return await files_tree.rename(ctx, self.broker.workspaces, req)
+
+    async def Pay(self, req: tool_pb2.PayRequest, context: Any) -> tool_pb2.PayResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/Pay")
+        remaining = context.time_remaining()
+        wait = payments_mediator.APPROVAL_TTL_S if remaining is None else remaining - 1.0
+        return await payments_mediator.pay(ctx, self.broker.ledger, req,
+                                           payer=self.broker.config.payer,
+                                           max_wait_s=min(wait, payments_mediator.APPROVAL_TTL_S))
+
+    async def GetPayment(self, req: tool_pb2.GetPaymentRequest,
+                         context: Any) -> tool_pb2.PayResponse:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/GetPayment")
+        return await payments_mediator.get_payment(ctx, self.broker.ledger, req)
 
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         """A request that did not parse: check the token, record the refusal, raise it."""

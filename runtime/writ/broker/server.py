@@ -30,6 +30,8 @@ from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevok
 from ..launcher import Launcher
 from ..mediators._denylist import check_glob
 from ..mediators._workspaces import DEFAULT_MAX_WRITE_BYTES, Workspaces
+from ..mediators.payments import recover as recover_payments
+from ..payments import Ledger
 from ..security.signing import Pinning
 from ..state import State
 from .control import ControlService
@@ -62,6 +64,11 @@ class BrokerConfig:
     # (writ.mediators._denylist.DEFAULT_DENY_GLOBS), which cannot be removed.
     deny_globs: list[str] = field(default_factory=list)
     max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES  # largest single WriteFile
+
+    # Embedded ledger: the account payments are made from, and accounts opened at start
+    # (name, minor units, currency) when absent; an existing account is left as it is.
+    payer: str = "user"
+    accounts: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def control_socket(self) -> Path:
@@ -102,6 +109,9 @@ class Broker:
         self.keyring = self.state.keyring()
         self.broker_id = self.state.broker_id()
         self.budgets = Budgets(config.state_dir / "state.db")
+        self.ledger = Ledger(config.state_dir / "state.db")
+        for name, amount, currency in config.accounts:
+            self.ledger.open_account(name, amount, currency)
         self.revoked: set[str] = self.state.revoked()
         # Verified tokens by their text: a token is immutable and its MAC binds its content,
         # so a second verification of the same text would give the same answer. Revocation
@@ -196,6 +206,10 @@ class Broker:
         reaped = await asyncio.to_thread(self.launcher.reap, self.broker_id)
         if reaped:
             log.warning("removed %d container(s) left by an earlier run", len(reaped))
+        recovered = await recover_payments(self.record, self.ledger)
+        if recovered:
+            log.warning("recorded the outcome of %d payment(s) left by an earlier run",
+                        recovered)
         shutil.rmtree(self.config.run_dir, ignore_errors=True)
         self.config.run_dir.mkdir(mode=0o711, parents=True)
         control = ControlService(self)
@@ -226,6 +240,7 @@ class Broker:
         self.sink.close()  # a FileSink signs a last checkpoint
         self.workspaces.close()
         self.budgets.close()
+        self.ledger.close()
         self.state.close()
 
     async def run_forever(self) -> None:

@@ -191,3 +191,47 @@ class RenameRequest(_message.Message):
 class RenameResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PayRequest(_message.Message):
+    __slots__ = ("payee", "amount", "currency", "memo", "idempotency_key")
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    payee: str
+    amount: int
+    currency: str
+    memo: str
+    idempotency_key: str
+    def __init__(self, payee: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., memo: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class PayResponse(_message.Message):
+    __slots__ = ("payment_id", "status", "transfer_id", "payee", "amount", "currency", "memo", "idempotency_key", "replayed", "approval_id")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    status: str
+    transfer_id: str
+    payee: str
+    amount: int
+    currency: str
+    memo: str
+    idempotency_key: str
+    replayed: bool
+    approval_id: str
+    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[str] = ..., transfer_id: _Optional[str] = ..., payee: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., memo: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., replayed: _Optional[bool] = ..., approval_id: _Optional[str] = ...) -> None: ...
+
+class GetPaymentRequest(_message.Message):
+    __slots__ = ("idempotency_key",)
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    def __init__(self, idempotency_key: _Optional[str] = ...) -> None: ...

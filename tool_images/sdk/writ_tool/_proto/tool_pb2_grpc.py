@@ -84,6 +84,16 @@ class ToolBrokerStub:
                 request_serializer=writ_dot_v1_dot_tool__pb2.RenameRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_tool__pb2.RenameResponse.FromString,
                 _registered_method=True)
+        self.Pay = channel.unary_unary(
+                '/writ.v1.ToolBroker/Pay',
+                request_serializer=writ_dot_v1_dot_tool__pb2.PayRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
+                _registered_method=True)
+        self.GetPayment = channel.unary_unary(
+                '/writ.v1.ToolBroker/GetPayment',
+                request_serializer=writ_dot_v1_dot_tool__pb2.GetPaymentRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
+                _registered_method=True)
 
 
 class ToolBrokerServicer:
@@ -162,6 +172,22 @@ class ToolBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pay(self, request, context):
+        """Move money from the operator's payer account to `payee`, within the grant's pay rules,
+        budgets and (when a rule says so) a person's approval. Exactly once per idempotency key
+        and grant: a retry with the same key and request returns the first result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayment(self, request, context):
+        """The result of an earlier Pay under this grant, by its idempotency key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +240,16 @@ def add_ToolBrokerServicer_to_server(servicer, server):
                     servicer.Rename,
                     request_deserializer=writ_dot_v1_dot_tool__pb2.RenameRequest.FromString,
                     response_serializer=writ_dot_v1_dot_tool__pb2.RenameResponse.SerializeToString,
+            ),
+            'Pay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pay,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.PayRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.PayResponse.SerializeToString,
+            ),
+            'GetPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayment,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.GetPaymentRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.PayResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +522,60 @@ class ToolBroker:
             '/writ.v1.ToolBroker/Rename',
             writ_dot_v1_dot_tool__pb2.RenameRequest.SerializeToString,
             writ_dot_v1_dot_tool__pb2.RenameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/Pay',
+            writ_dot_v1_dot_tool__pb2.PayRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.ToolBroker/GetPayment',
+            writ_dot_v1_dot_tool__pb2.GetPaymentRequest.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
             options,
             channel_credentials,
             insecure,
