@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from . import cli_agents, cli_authority, cli_security
+from . import cli_agents, cli_authority, cli_payments, cli_security
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_authority.add_commands(sub, _adapt)
     cli_agents.add_commands(sub, _adapt)
     cli_security.add_commands(sub)
+    cli_payments.add_commands(sub, _adapt)
     return p
 
 

@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..audit import read_records, verify_chain
 from ..client import WritError
@@ -57,7 +59,7 @@ def session(bp: BrokerProcess, state: Path) -> list[str]:
         info = op.register_tool(load_manifest_file(path))
         print(f"  {info.name:<12} {info.image}  pinned {info.image_id[:19]}")
 
-    step("user grants: read-file and word-count, reports/** of workspace demo")
+    step("user grants: read-file, word-count (reports/** of workspace demo) and pay-bill")
     minted = op.mint_token(load_grant_file(HERE / "grant.yaml"), ttl_s=600)
     print(f"  token {minted.token_id} ({len(minted.token)} chars)")
     token = minted.token
@@ -88,6 +90,8 @@ def session(bp: BrokerProcess, state: Path) -> list[str]:
     call("word-count", {"dir": "reports"}, True)
     call("shell", {"cmd": "rm -rf /"}, False, "NOT_FOUND")
 
+    failures += payments(bp, call)
+
     step("audit log (writ audit tail)")
     subprocess.run([sys.executable, "-m", "writ.cli", "--state-dir", str(state), "audit",
                     "tail", "-n", "40"], check=False)
@@ -97,6 +101,55 @@ def session(bp: BrokerProcess, state: Path) -> list[str]:
               if e.operation == "file.read" and e.decision == 2]
     if not denied:
         failures.append("no denied file.read in the audit log")
+    return failures
+
+
+def payments(bp: BrokerProcess, call: Any) -> list[str]:
+    """A bill paid, a payee refused, and a payment held for approval that the operator
+    approves through the control API (``writ approvals approve ID``)."""
+    from .._proto import control_pb2
+
+    failures: list[str] = []
+    op = bp.operator
+    step("operator seeds the embedded ledger (writ ledger seed NAME=AMOUNT:CUR)")
+    for name, amount in (("user", 100_000), ("acme-power", 0), ("city-water", 0)):
+        a = op._call("SeedAccount", control_pb2.SeedAccountRequest(
+            name=name, amount=amount, currency="EUR"))
+        print(f"  {a.name:<11} {a.balance:>7} {a.currency} (minor units)")
+    step("agent pays bills with pay-bill (grant: up to 200.00 EUR each, 100.00+ held)")
+    call("pay-bill", {"payee": "acme-power", "amount": 4_200, "bill_id": "power-11"}, True)
+    call("pay-bill", {"payee": "acme-power", "amount": 4_200, "bill_id": "power-11"}, True)
+    call("pay-bill", {"payee": "mallory", "amount": 100, "bill_id": "x"}, False,
+         "PERMISSION_DENIED")
+    held: dict[str, Any] = {}
+
+    def big() -> None:
+        call("pay-bill", {"payee": "city-water", "amount": 15_000, "bill_id": "water-q4"},
+             True)
+        held["done"] = True
+
+    t = threading.Thread(target=big)
+    t.start()
+    deadline = time.monotonic() + 60
+    pending: list[Any] = []
+    while time.monotonic() < deadline and not pending:
+        time.sleep(0.3)
+        pending = list(op._call("ListApprovals",
+                                control_pb2.ListApprovalsRequest()).approvals)
+    if not pending:
+        failures.append("the 150.00 EUR payment was never held for approval")
+    else:
+        a = pending[0]
+        print(f"  held for approval: {a.id} {a.amount} {a.currency} -> {a.payee} "
+              f"(key {a.idempotency_key}); operator approves it")
+        op._call("Approve", control_pb2.ApproveRequest(id=a.id, amount=a.amount,
+                                                       payee=a.payee))
+    t.join(90)
+    accounts = {a.name: a.balance for a in
+                op._call("ListAccounts", control_pb2.ListAccountsRequest()).accounts}
+    print(f"  balances: {accounts}")
+    if accounts != {"user": 100_000 - 19_200, "acme-power": 4_200, "city-water": 15_000}:
+        failures.append(f"ledger after the payments: {accounts}")
     return failures
 
 

@@ -138,6 +138,42 @@ def read_loop(args):
     return seen
 
 
+def pay(args):
+    """Payments through the SDK: args["payments"] is a list of {payee, amount, currency,
+    memo, key} (amount may be any JSON value; "raw": send it past the SDK's own check);
+    each outcome is {"ok": {...}} or {"code", "message"}. args["get"]: keys to look up."""
+    from writ_tool import BrokerError, _broker
+    from writ_tool import pay as sdk_pay
+    from writ_tool._proto import tool_pb2
+
+    out = []
+    for p in args.get("payments", []):
+        try:
+            if p.get("raw"):
+                r = _broker.connection().unary("Pay", tool_pb2.PayRequest(
+                    payee=p["payee"], amount=p["amount"], currency=p.get("currency", "EUR"),
+                    memo=p.get("memo", ""), idempotency_key=p.get("key", "")))
+                got = {"payment_id": r.payment_id, "transfer_id": r.transfer_id,
+                       "replayed": r.replayed}
+            else:
+                r = sdk_pay.send(p["payee"], p["amount"], p.get("currency", "EUR"),
+                                 p.get("memo", ""), p.get("key"))
+                got = {"payment_id": r.payment_id, "transfer_id": r.transfer_id,
+                       "replayed": r.replayed, "approval_id": r.approval_id}
+            out.append({"ok": got})
+        except BrokerError as exc:
+            out.append({"code": exc.code, "message": exc.message})
+        except (TypeError, ValueError) as exc:  # an amount the protobuf cannot hold
+            out.append({"code": "CLIENT", "message": f"{type(exc).__name__}: {exc}"})
+    for key in args.get("get", []):
+        try:
+            g = sdk_pay.get(key)
+            out.append({"ok": {"payment_id": g.payment_id, "status": g.status}})
+        except BrokerError as exc:
+            out.append({"code": exc.code, "message": exc.message})
+    return out
+
+
 def _outcome(fn):
     from writ_tool import BrokerError
 
@@ -375,6 +411,7 @@ ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths
                                    env_values, sleep, exit_silently, threads, fs_ops,
                                    write_stream, raw_call, descriptor, ticket_twice, fs_loop,
                                    hand_in)}
+ACTIONS["pay"] = pay
 
 
 def main(args):

@@ -9,7 +9,7 @@ The container has no network and no host files; every file access is a call on t
 invocation's broker socket, checked against the invocation's token.
 """
 
-from . import files
+from . import files, pay
 from ._broker import (
     AlreadyExists,
     BrokerDenied,
@@ -27,4 +27,5 @@ __all__ = [
            "NotFound",
            "PermissionDenied",
            "files",
+           "pay",
 ]
