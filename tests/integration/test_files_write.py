@@ -707,3 +707,38 @@ def test_only_the_read_end_of_a_pipe_is_taken_in(wb: RunningBroker, token: str,
         refuse("file.create", "demo:out/handed.txt", "INVALID_ARGUMENT",
                "a write from a pipe carries its bytes in the pipe only")]
     _no_file(ws, "out/handed.txt")
+
+
+def test_a_write_refused_before_the_pipe_is_taken_does_not_hang(wb: RunningBroker,
+                                                                token: str, ws: Path) -> None:
+    got, rows = invoke(wb, token, "forged_write", path="out/forged.bin")
+    assert (got["code"], got["message"]) == ("UNAUTHENTICATED",
+                                             "token signature does not verify: forged or altered")
+    assert got["seconds"] < 10, got  # not the 30 s until the unused pipe ticket expires
+    assert rows == []  # refused at the token check (recorded as token.check), no file op
+    _no_file(ws, "out/forged.bin")
+
+
+def test_file_like_writes_and_copies_through_tmp(wb: RunningBroker, token: str,
+                                                 ws: Path) -> None:
+    (ws / "out/c1").mkdir()
+    got, rows = invoke(wb, token, "fs_ops", ops=[
+        {"op": "open_w", "path": "out/c1/t.txt", "data": "text\n"},
+        {"op": "open_x", "path": "out/c1/t.txt", "data": "again"},
+        {"op": "copy", "path": "out/c1/t.txt", "to": "out/c1/t2.txt", "data": "more\n"},
+        {"op": "copy", "path": "private/secret.txt", "to": "out/c1/leak.txt"}])
+    denied = "grant has no rule allowing READ demo:private/secret.txt"
+    assert got == [ok(5), err("ALREADY_EXISTS", "out/c1/t.txt: already exists"),
+                   ok([True, 10]), err("PERMISSION_DENIED", denied)]
+    # A copy is a descriptor read (all of it charged) and a write: one record each.
+    assert rows == [
+        allow("file.create", "demo:out/c1/t.txt", "CREATE demo:out/c1/t.txt allowed by out", 5),
+        refuse("file.create", "demo:out/c1/t.txt", "ALREADY_EXISTS",
+               "out/c1/t.txt: already exists"),
+        allow("file.read", "demo:out/c1/t.txt", "READ demo:out/c1/t.txt allowed by out", 5),
+        allow("file.create", "demo:out/c1/t2.txt", "CREATE demo:out/c1/t2.txt allowed by out",
+              10),
+        refuse("file.read", "demo:private/secret.txt", "PERMISSION_DENIED", denied)]
+    assert (ws / "out/c1/t.txt").read_text() == "text\n"
+    assert (ws / "out/c1/t2.txt").read_text() == "text\nmore\n"
+    assert not (ws / "out/c1/leak.txt").exists()

@@ -105,6 +105,22 @@ def use_token(args):
         return {"code": exc.code, "message": exc.message}
 
 
+def forged_write(args):
+    """Write a few MiB with our own token forged: refused before the broker takes the pipe,
+    which must not leave the tool blocked on it."""
+    from writ_tool import _broker, files
+
+    _broker.connect(os.environ["WRIT_SOCKET"], _flip_mac(os.environ["WRIT_TOKEN"]))
+    t0 = time.monotonic()
+    try:
+        files.write_bytes(args["path"], b"x" * (4 << 20))
+        out = {"written": True}
+    except _broker.BrokerError as exc:
+        out = {"code": exc.code, "message": exc.message}
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
 def read(args):
     from writ_tool import BrokerError, files
 
@@ -211,6 +227,17 @@ def _fs_op(spec):
         return files.delete(path, workspace=ws)
     if op == "rename":
         return files.rename(path, spec["to"], workspace=ws, replace=spec.get("replace", False))
+    if op in ("open_w", "open_x"):  # text mode through the file-like API
+        with files.open(path, op[-1], workspace=ws) as f:
+            f.write(spec.get("data", ""))
+        return f.buffer.bytes_written
+    if op == "copy":  # a workspace file into /tmp, changed there, and back to spec["to"]
+        local = files.copy_in(path, workspace=ws)
+        with open(local, "ab") as f:
+            f.write(data)
+        written = files.copy_out(local, spec["to"], workspace=ws)
+        os.unlink(local)
+        return [local.startswith("/tmp/writ-"), written]
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -410,7 +437,7 @@ ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths
                                    raw_socket, use_token, read, listdir, read_loop, env,
                                    env_values, sleep, exit_silently, threads, fs_ops,
                                    write_stream, raw_call, descriptor, ticket_twice, fs_loop,
-                                   hand_in)}
+                                   hand_in, forged_write)}
 ACTIONS["pay"] = pay
 
 

@@ -32,6 +32,7 @@ import fcntl
 import io
 import os
 import queue
+import select
 import socket
 import tempfile
 import threading
@@ -199,6 +200,7 @@ class _Writer(io.BufferedIOBase):
         handed = _hand_in_pipe() if WRITE_VIA_PIPE else None
         if handed is not None:
             self._header.source_ticket, self._pipe = handed
+            os.set_blocking(self._pipe, False)
         self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue(_QUEUE)
         self._stop = threading.Event()
         self._buf = bytearray()
@@ -246,11 +248,7 @@ class _Writer(io.BufferedIOBase):
         view = memoryview(b).cast("B")
         n = len(view)
         if self._pipe >= 0:
-            try:
-                while view:
-                    view = view[os.write(self._pipe, view):]
-            except BrokenPipeError:
-                raise self._failed() from None  # the broker refused and closed its end
+            self._to_pipe(view)
             return n
         if self._buf:
             take = min(n, CHUNK - len(self._buf))
@@ -302,6 +300,21 @@ class _Writer(io.BufferedIOBase):
             self.abort()
         else:
             self.close()
+
+    def _to_pipe(self, view: memoryview) -> None:
+        """Write into the pipe; while it is full, keep an eye on the call: a broker that
+        refused (or never took the pipe) must not leave us blocked."""
+        while view:
+            try:
+                view = view[os.write(self._pipe, view):]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                raise self._failed() from None  # the broker refused and closed its end
+            if self._future.done():
+                raise self._failed()
+            select.select([], [self._pipe], [], 0.1)
 
     def _close_pipe(self) -> None:
         if self._pipe >= 0:
