@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from .client import Client
 
@@ -20,11 +22,19 @@ class BrokerProcess:
         self.agent = Client(state_dir / "agent.sock")
 
 
+def _drain(stream: IO[str], echo: bool) -> None:
+    for line in stream:
+        if echo:
+            print(f"  broker: {line.rstrip()}", flush=True)
+
+
 @contextmanager
-def broker_process(state_dir: Path, workspaces: dict[str, Path],
-                   echo: bool = True) -> Iterator[BrokerProcess]:
+def broker_process(state_dir: Path, workspaces: dict[str, Path], echo: bool = True,
+                   warm_per_tool: int = 0) -> Iterator[BrokerProcess]:
     """Run `writ serve` as a child process until the block ends (then SIGTERM)."""
     cmd = [sys.executable, "-m", "writ.cli", "--state-dir", str(state_dir), "serve"]
+    if warm_per_tool:
+        cmd += ["--warm-per-tool", str(warm_per_tool)]
     for name, path in workspaces.items():
         cmd += ["--workspace", f"{name}={path}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -36,6 +46,8 @@ def broker_process(state_dir: Path, workspaces: dict[str, Path],
             break
     else:
         raise RuntimeError(f"broker exited with {proc.wait()} before it was ready")
+    # Keep reading: a full pipe would block the broker at its next log line.
+    threading.Thread(target=_drain, args=(proc.stdout, echo), daemon=True).start()
     bp = BrokerProcess(proc, state_dir)
     try:
         yield bp

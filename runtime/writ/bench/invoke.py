@@ -25,17 +25,26 @@ BENCH_IMAGE = images.tool_tag(BENCH_TOOL)
 LIMITS = {"memory_mb": 256, "cpus": 1.0, "pids": 64, "timeout_s": 60, "tmp_mb": 32}
 
 
+def hardened_docker_run(seccomp_file: Path, *command: str, detach: bool = False) -> list[str]:
+    """`docker run` of the bench image with the launcher's hardening flags and limits."""
+    return ["docker", "run", "--detach" if detach else "--rm", "--network", "none",
+            "--read-only", "--tmpfs", f"/tmp:rw,noexec,nosuid,nodev,size={LIMITS['tmp_mb']}m",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--security-opt", f"seccomp={seccomp_file}", "--user", TOOL_USER,
+            "--cgroupns", "private", "--ipc", "private",
+            "--pids-limit", str(LIMITS["pids"]), "--memory", f"{LIMITS['memory_mb']}m",
+            "--memory-swap", f"{LIMITS['memory_mb']}m", "--cpus", str(LIMITS["cpus"]),
+            BENCH_IMAGE, *command]
+
+
+# The same interpreter start and imports a tool pays (python3 + grpc + SDK).
+TOOL_START = ("python3", "-c", "import writ_tool.run")
+
+
 def raw_docker_run(n: int, seccomp_file: Path) -> list[float]:
     """The floor: `docker run --rm` of the same image with the same hardening flags,
-    running the same interpreter start and imports a tool pays (python3 + grpc + SDK)."""
-    cmd = ["docker", "run", "--rm", "--network", "none", "--read-only",
-           "--tmpfs", f"/tmp:rw,noexec,nosuid,nodev,size={LIMITS['tmp_mb']}m",
-           "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-           "--security-opt", f"seccomp={seccomp_file}", "--user", TOOL_USER,
-           "--cgroupns", "private", "--ipc", "private",
-           "--pids-limit", str(LIMITS["pids"]), "--memory", f"{LIMITS['memory_mb']}m",
-           "--memory-swap", f"{LIMITS['memory_mb']}m", "--cpus", str(LIMITS["cpus"]),
-           BENCH_IMAGE, "python3", "-c", "import writ_tool.run"]
+    running the same interpreter start and imports a tool pays."""
+    cmd = hardened_docker_run(seccomp_file, *TOOL_START)
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
