@@ -50,9 +50,15 @@ class State:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # Invocation bookkeeping is not evidence (the audit log is) and sits on the hot path
+        # of every call: its own connection commits without fsync (WAL + NORMAL survives a
+        # broker crash; only an OS crash may lose the last rows).
+        self._inv = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._inv.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        self._inv.close()
         self._db.close()
 
     # -- identity and keys ---------------------------------------------------------------
@@ -127,7 +133,7 @@ class State:
     # -- invocations ---------------------------------------------------------------------
     def start_invocation(self, inv_id: str, tool: str, token_id: str, grant_id: str) -> None:
         with self._lock:
-            self._db.execute(
+            self._inv.execute(
                 "INSERT INTO invocations (id, tool, token_id, grant_id, status, started_at) "
                 "VALUES (?, ?, ?, ?, 'starting', ?)",
                 (inv_id, tool, token_id, grant_id, now_rfc3339()))
@@ -136,14 +142,14 @@ class State:
                           error: str | None = None) -> None:
         ended = now_rfc3339() if status in ("done", "failed") else None
         with self._lock:
-            self._db.execute(
+            self._inv.execute(
                 "UPDATE invocations SET status=?, container_id=COALESCE(?, container_id), "
                 "ended_at=COALESCE(?, ended_at), error=COALESCE(?, error) WHERE id=?",
                 (status, container_id, ended, error, inv_id))
 
     def invocation(self, inv_id: str) -> dict[str, object] | None:
         with self._lock:
-            cur = self._db.execute("SELECT * FROM invocations WHERE id=?", (inv_id,))
+            cur = self._inv.execute("SELECT * FROM invocations WHERE id=?", (inv_id,))
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
         return dict(zip(names, row)) if row else None

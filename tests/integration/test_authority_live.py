@@ -113,6 +113,11 @@ def budget_used(broker: RunningBroker, key: str) -> int:
     return broker.broker.budgets.used([key])[key]
 
 
+def layer_key(broker: RunningBroker, token: str, block: int) -> str:
+    """The budget-counter prefix of a token's block: its chain-MAC key (not its id)."""
+    return broker.broker.verify_token(token)[1].layer_keys[block]
+
+
 def poll(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -189,9 +194,8 @@ def test_sub_token_narrower_read_budget_holds_and_the_parent_keeps_its_own(
     child = narrowed(parent, tools=[{"name": "probe"}], files=[
         {"workspace": "demo", "paths": ["reports/**"], "ops": ["READ"],
          "read_budget_bytes": 30}])
-    child_id, grant_id = ids(child)
-    parent_key = f"{grant_id}/reports/read_bytes"
-    child_key = f"{child_id}/attenuation 1.files[0]/read_bytes"
+    parent_key = f"{layer_key(broker, child, 0)}/reports/read_bytes"
+    child_key = f"{layer_key(broker, child, 1)}/attenuation 1.files[0]/read_bytes"
 
     assert read(broker, child, "reports/q3.csv")[0] == {"text": Q3}
     assert (budget_used(broker, parent_key), budget_used(broker, child_key)) == (23, 23)
@@ -272,8 +276,7 @@ def test_sub_token_adds_an_argument_constraint_the_parent_lacks(broker: RunningB
 # -- (4) max_calls ----------------------------------------------------------------------------
 def test_max_calls_refuses_the_third_invoke(broker: RunningBroker) -> None:
     token = broker.mint({**PARENT_GRANT, "tools": [{"name": "probe", "max_calls": 2}]})
-    grant_id = ids(token)[1]
-    key = f"{grant_id}/grant.tools[0]/calls"
+    key = f"{layer_key(broker, token, 0)}/grant.tools[0]/calls"
     run(broker, token, "env")
     run(broker, token, "env")
     err, ev = refused_invoke(broker, token, {"action": "env"})
@@ -324,7 +327,7 @@ def test_concurrent_invokes_sharing_max_calls_start_at_most_that_many_containers
                if e.operation == "tool.invoke" and e.grant_id == grant_id]
     assert sorted(audit_pb2.Decision.Name(e.decision) for e in decided) == ["ALLOW"] * 3 + [
         "DENY"] * 3
-    assert budget_used(broker, f"{grant_id}/grant.tools[0]/calls") == 3
+    assert budget_used(broker, f"{layer_key(broker, token, 0)}/grant.tools[0]/calls") == 3
 
 
 # -- (5) read budgets across invocations ------------------------------------------------------
@@ -332,8 +335,7 @@ def test_read_budget_is_shared_across_invocations(broker: RunningBroker) -> None
     token = broker.mint({"tools": [{"name": "probe"}], "files": [
         {"id": "reports", "workspace": "demo", "paths": ["reports/**"], "ops": ["READ"],
          "read_budget_bytes": 40}]})
-    grant_id = ids(token)[1]
-    key = f"{grant_id}/reports/read_bytes"
+    key = f"{layer_key(broker, token, 0)}/reports/read_bytes"
     assert read(broker, token, "reports/q3.csv")[0] == {"text": Q3}
     assert budget_used(broker, key) == 23
 

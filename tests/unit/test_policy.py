@@ -24,7 +24,7 @@ NOW = 1_700_000_000
 EXP = NOW + 3600
 READ, LIST, STAT, WRITE, CREATE, DELETE = (caps.READ, caps.LIST, caps.STAT, caps.WRITE,
                                            caps.CREATE, caps.DELETE)
-ALL_OPS = (READ, LIST, STAT, WRITE, CREATE, DELETE)
+ALL_OPS = tuple(v for v in caps.FileOp.values() if v != caps.FILE_OP_UNSPECIFIED)
 OP_NAME = {op: caps.FileOp.Name(op) for op in ALL_OPS}
 
 

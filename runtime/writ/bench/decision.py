@@ -113,9 +113,9 @@ def biscuit_check() -> Callable[[], bool]:
             'allow if right("demo", $p, "read"), resource($r), $r.starts_with($p);')
         # The default 1 ms Datalog time limit trips under load on this machine; the limit
         # is a safety net, not part of the work being measured.
-        limits = builder.limits()
+        limits = builder.limits()  # type: ignore[attr-defined]  # missing from the stubs
         limits.max_time = timedelta(milliseconds=100)
-        builder.set_limits(limits)
+        builder.set_limits(limits)  # type: ignore[attr-defined]
         builder.build(t).authorize()
         return True
 

@@ -25,15 +25,14 @@ from ..errors import (
     ResourceExhausted,
     ToolNotFound,
 )
-from ..launcher import Launched, LaunchSpec, effective_limits
-from ..launcher._seccomp import load_profile
-from ..launcher._spec import SOCKET_MOUNT, SOCKET_NAME
+from ..launcher import Launched, effective_limits
 from ..manifests import check_grant, check_manifest
 from ..payments.control import PaymentsControl
 from ..security.signing import registration_detail
 from ..state import ToolRecord
 from .authority import AuthorityService, narrowing_report, token_ids
 from .invocation import Invocation, Outcome
+from .pool import Warm, make_spec, tool_env
 
 log = logging.getLogger("writ.broker")
 
@@ -106,7 +105,9 @@ class ControlService(AuthorityService, PaymentsControl):
                 f", manifest signed by {signer}" if signer else "")
             ev.detail = registration_detail(req.manifest, image_id, signer)
             await self.b.allow(ev)
-        return tool_info(self.b.state.put_tool(req.manifest, image_id))
+        record = self.b.state.put_tool(req.manifest, image_id)
+        self.b.pool.refill(record)
+        return tool_info(record)
 
     async def ListTools(self, req: control_pb2.ListToolsRequest,
                         context: Any) -> control_pb2.ListToolsResponse:
@@ -176,7 +177,7 @@ class ControlService(AuthorityService, PaymentsControl):
             async with b.invocation_slot():
                 admitted = True
                 async for item in self._run(tool, unverified, token.blocks, inv_id,
-                                            input_json):
+                                            input_json, req.capture_output):
                     yield item
         except (ResourceExhausted, asyncio.CancelledError) as exc:
             if not admitted:
@@ -187,42 +188,39 @@ class ControlService(AuthorityService, PaymentsControl):
             raise
 
     async def _run(self, tool: ToolRecord, unverified: UnverifiedToken, blocks: Any,
-                   inv_id: str, input_json: str) -> AsyncIterator[control_pb2.InvokeEvent]:
+                   inv_id: str, input_json: str,
+                   capture_output: bool) -> AsyncIterator[control_pb2.InvokeEvent]:
         b = self.b
         t0 = time.perf_counter()
-        inv = Invocation(inv_id, tool, input_json, unverified.token_id, unverified.grant_id,
-                         b.config.run_dir / inv_id)
         limits = effective_limits(tool.manifest.limits, _grant_limits(blocks))
+        warm = self._claim_verified(tool, limits)
+        bound = bind(unverified, inv_id, tool.name, int(time.time()))
+        inv = Invocation(inv_id, tool, input_json, unverified.token_id, unverified.grant_id,
+                         warm.socket_dir if warm else b.config.run_dir / inv_id,
+                         bound_token=bound, pooled=warm is not None)
         b.state.start_invocation(inv_id, tool.name, unverified.token_id, unverified.grant_id)
         container_id = ""
         outcome: Outcome | None = None
+        deferred = False
         try:
             await inv.open(b)
-            spec = LaunchSpec.create(
-                image=tool.image, image_id=tool.image_id, invocation_id=inv_id,
-                broker_id=b.broker_id, socket_dir=inv.socket_dir, limits=limits,
-                seccomp_json=load_profile(),
-                env={"WRIT_SOCKET": f"{SOCKET_MOUNT}/{SOCKET_NAME}",
-                     "WRIT_TOKEN": bind(unverified, inv_id, tool.name, int(time.time())),
-                     "WRIT_INVOCATION": inv_id},
-                extra_labels=b.config.extra_labels)
-            launch = asyncio.ensure_future(asyncio.to_thread(b.launcher.launch, spec))
-            try:
-                launched = await asyncio.shield(launch)
-            except asyncio.CancelledError:
-                # The agent went away mid-launch; the finally below removes what it made.
-                container_id = await _launched_anyway(launch)
-                raise
-            container_id = launched.container_id
+            if warm is not None:
+                container_id = warm.launched.container_id
+            else:
+                container_id = await self._launch_cold(tool, inv, limits, bound)
             b.state.update_invocation(inv_id, "running", container_id)
             inv.ready.set()  # verified: only now does the socket answer
             yield control_pb2.InvokeEvent(started=control_pb2.InvokeStarted(
-                invocation_id=inv_id, container_id=container_id,
+                invocation_id=inv_id, container_id=container_id, warm=warm is not None,
                 launch_ms=(time.perf_counter() - t0) * 1000))
             outcome = await self._wait(inv, container_id, float(limits.timeout_s))
-            logs = await asyncio.to_thread(b.launcher.logs, container_id)
-            if logs:
-                yield control_pb2.InvokeEvent(output=control_pb2.ToolOutput(data=logs))
+            if capture_output or not outcome.ok:
+                logs = await asyncio.to_thread(b.launcher.logs, container_id)
+                if logs:
+                    yield control_pb2.InvokeEvent(output=control_pb2.ToolOutput(data=logs))
+            # A warm call's reply must not wait for container removal (~80 ms): the agent
+            # has its result; removal and the closing audit record follow at once.
+            deferred = warm is not None
             yield control_pb2.InvokeEvent(result=control_pb2.InvokeResult(
                 ok=outcome.ok, output_json=outcome.output_json,
                 error=control_pb2.ToolError(code=outcome.code, message=outcome.message)
@@ -230,12 +228,49 @@ class ControlService(AuthorityService, PaymentsControl):
                 duration_ms=(time.perf_counter() - t0) * 1000))
         except BrokerError as err:
             outcome = Outcome(False, code=err.code, message=err.details)
+            deferred = False
             raise
         finally:
+            ending = self._end(inv, container_id, outcome)
+            if deferred:
+                b.spawn(ending)
+            else:
+                await ending
+
+    def _claim_verified(self, tool: ToolRecord, limits: caps.Limits) -> Warm | None:
+        """A warm container verified again just now (at launch it passed every check; it
+        must still be running, unchanged, before it gets any authority), or None."""
+        while (warm := self.b.pool.claim(tool, limits)) is not None:
+            try:
+                self.b.launcher.reverify(warm.launched)
+                return warm
+            except BrokerError as err:
+                log.warning("discarding warm container %s: %s", warm.launched.container_id[:12],
+                            err.details)
+                self.b.pool.discard(warm)
+        return None
+
+    async def _launch_cold(self, tool: ToolRecord, inv: Invocation, limits: caps.Limits,
+                           bound: str) -> str:
+        b = self.b
+        spec = make_spec(b, tool, inv.id, inv.socket_dir, limits,
+                         tool_env(WRIT_TOKEN=bound, WRIT_INVOCATION=inv.id))
+        launch = asyncio.ensure_future(asyncio.to_thread(b.launcher.launch, spec))
+        try:
+            launched = await asyncio.shield(launch)
+        except asyncio.CancelledError:
+            # The agent went away mid-launch: remove what the launch makes anyway.
+            container_id = await _launched_anyway(launch)
             if container_id:
                 await asyncio.to_thread(b.launcher.destroy, container_id)
-            await inv.close()
-            await self._record_end(inv, outcome)
+            raise
+        return launched.container_id
+
+    async def _end(self, inv: Invocation, container_id: str, outcome: Outcome | None) -> None:
+        if container_id:
+            await asyncio.to_thread(self.b.launcher.destroy, container_id)
+        await inv.close(self.b)
+        await self._record_end(inv, outcome)
 
     async def _wait(self, inv: Invocation, container_id: str, timeout: float) -> Outcome:
         """The tool's Finish, or its exit without one, or its wall time running out."""

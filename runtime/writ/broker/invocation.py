@@ -28,6 +28,7 @@ from ..mediators._context import CallContext
 from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
 from ..methods import Method
 from ..state import ToolRecord
+from .pool import make_socket_dir
 from .rpc import generic_handler
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class Invocation:
         default_factory=lambda: asyncio.get_running_loop().create_future())
     started: bool = False
     server: grpc.aio.Server | None = None
+    bound_token: str = ""      # handed to the tool in the Start reply
+    pooled: bool = False       # a warm container: its socket dir already exists
     desk: DescriptorDesk | None = None  # hands checked read descriptors to the tool
 
     @property
@@ -68,28 +71,36 @@ class Invocation:
 
     async def open(self, broker: Broker) -> None:
         uid, gid = (int(x) for x in TOOL_USER.split(":"))
-        # 0700 and owned by the tool's uid: only that container's user (and root) may
-        # connect. The dir is bind-mounted into this invocation's container alone.
-        self.socket_dir.mkdir(mode=0o700, parents=False)
-        os.chown(self.socket_dir, uid, gid)
+        if not self.pooled:
+            make_socket_dir(self.socket_dir)
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_TOOL_MESSAGE),
             ("grpc.max_concurrent_streams", 16)])
         self.server.add_generic_rpc_handlers(
             [generic_handler("ToolBroker", ToolService(self, broker), ("tool",))])
-        self.server.add_insecure_port(f"unix:{self.socket_path}")
+        # Bound under a staging name and renamed into place last, owned and mode-set: a
+        # tool that waits for the socket's name (a warm-pool container) must never find a
+        # root-owned socket it cannot connect to, nor one whose descriptor desk is missing.
+        staged = self.socket_dir / f".{SOCKET_NAME}"
+        self.server.add_insecure_port(f"unix:{staged}")
         await self.server.start()
-        os.chown(self.socket_path, uid, gid)
-        os.chmod(self.socket_path, 0o600)
+        os.chown(staged, uid, gid)
+        os.chmod(staged, 0o600)
         self.desk = DescriptorDesk(self.socket_dir / FD_SOCKET_NAME)
         await self.desk.start(uid, gid)
+        os.rename(staged, self.socket_path)
 
-    async def close(self) -> None:
+    async def close(self, broker: Broker) -> None:
         if self.server is not None:
             await self.server.stop(grace=None)
+        broker.forget_token(self.bound_token)
         if self.desk is not None:
             await self.desk.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def _token_of(context: Any) -> str:
+    return str(dict(context.invocation_metadata() or ()).get(TOKEN_METADATA, ""))
 
 
 class ToolService:
@@ -99,6 +110,12 @@ class ToolService:
         self.inv = inv
         self.broker = broker
 
+    async def _ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.inv.ready.wait(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise FailedPrecondition("invocation never became ready") from None
+
     async def _context(self, context: Any, method: str) -> CallContext:
         """Wait until the container is verified, then check the presented token.
 
@@ -106,15 +123,11 @@ class ToolService:
             TokenInvalid: no, malformed or forged token.
             CaveatUnmet: a genuine token bound to another invocation, or to none.
         """
-        try:
-            await asyncio.wait_for(self.inv.ready.wait(), READY_TIMEOUT_S)
-        except TimeoutError:
-            raise FailedPrecondition("invocation never became ready") from None
+        await self._ready()
         base = audit_pb2.AuditEvent(actor=f"tool:{self.inv.tool.name}", method=method,
                                     tool=self.inv.tool.name, invocation_id=self.inv.id)
-        md = dict(context.invocation_metadata() or ())
+        text = _token_of(context)
         try:
-            text = str(md.get(TOKEN_METADATA, ""))
             unverified = UnverifiedToken.parse(text)
             base.token_id, base.grant_id = unverified.token_id, unverified.grant_id
             _, token = self.broker.verify_token(text)
@@ -133,12 +146,18 @@ class ToolService:
                            self.broker.budgets)
 
     async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
-        await self._context(context, "/writ.v1.ToolBroker/Start")
+        if self.inv.pooled and not _token_of(context):
+            # A warm container receives its token in this reply. Its socket is the identity:
+            # it exists only in this container's mount, and only once claimed.
+            await self._ready()
+        else:
+            await self._context(context, "/writ.v1.ToolBroker/Start")
         if self.inv.started:
             raise FailedPrecondition("Start was already called for this invocation")
         self.inv.started = True
         return tool_pb2.StartResponse(invocation_id=self.inv.id, tool=self.inv.tool.name,
-                                      input_json=self.inv.input_json)
+                                      input_json=self.inv.input_json,
+                                      token=self.inv.bound_token)
 
     async def Finish(self, req: tool_pb2.FinishRequest, context: Any) -> tool_pb2.FinishResponse:
         await self._context(context, "/writ.v1.ToolBroker/Finish")
@@ -196,9 +215,16 @@ class ToolService:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Pay")
         remaining = context.time_remaining()
         wait = payments_mediator.APPROVAL_TTL_S if remaining is None else remaining - 1.0
+        text = _token_of(context)
+
+        def recheck() -> Authority:
+            _, token = self.broker.verify_token(text)
+            return token.authority(self.inv.tool.manifest)
+
         return await payments_mediator.pay(ctx, self.broker.ledger, req,
                                            payer=self.broker.config.payer,
-                                           max_wait_s=min(wait, payments_mediator.APPROVAL_TTL_S))
+                                           max_wait_s=min(wait, payments_mediator.APPROVAL_TTL_S),
+                                           recheck=recheck)
 
     async def GetPayment(self, req: tool_pb2.GetPaymentRequest,
                          context: Any) -> tool_pb2.PayResponse:

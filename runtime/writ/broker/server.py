@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from ..payments import Ledger
 from ..security.signing import Pinning
 from ..state import State
 from .control import ControlService
+from .pool import WarmPool
 from .rpc import generic_handler
 
 log = logging.getLogger("writ.broker")
@@ -54,17 +55,17 @@ class BrokerConfig:
     max_invocations: int = 8            # running at once
     max_queued: int = 64                # waiting for a slot; past that RESOURCE_EXHAUSTED
     extra_labels: dict[str, str] = field(default_factory=dict)  # on every container (tests)
+    warm_per_tool: int = 0              # containers kept started ahead of time, per tool
+    # Globs no tool may touch in any workspace, added to the built-in deny list
+    # (writ.mediators._denylist.DEFAULT_DENY_GLOBS), which cannot be removed.
+    deny_globs: list[str] = field(default_factory=list)
+    max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES  # largest single WriteFile
     # Strict mode: register and run only tools whose manifest a trusted key signed for the
     # image id the tag names (writ.security.signing).
     strict: bool = False
     trusted_keys: list[Path] = field(default_factory=list)   # Ed25519 public key files
     checkpoint_every: int = 1000        # sign the audit head after this many records ...
     checkpoint_interval_s: float = 60.0  # ... or after this long, if any came
-    # Globs no tool may touch in any workspace, added to the built-in deny list
-    # (writ.mediators._denylist.DEFAULT_DENY_GLOBS), which cannot be removed.
-    deny_globs: list[str] = field(default_factory=list)
-    max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES  # largest single WriteFile
-
     # Embedded ledger: the account payments are made from, and accounts opened at start
     # (name, minor units, currency) when absent; an existing account is left as it is.
     payer: str = "user"
@@ -127,6 +128,8 @@ class Broker:
                                      config.max_write_bytes,
                                      journal=config.state_dir / "pending-writes")
         self._servers: list[grpc.aio.Server] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.pool = WarmPool(self, config.warm_per_tool)
         self._slots = asyncio.Semaphore(config.max_invocations)
         self._queued = 0
 
@@ -150,6 +153,11 @@ class Broker:
             if hit is not None:
                 raise TokenRevoked(f"token revoked (block {hit})")
         return unverified, token
+
+    def forget_token(self, text: str) -> None:
+        """Drop a token that can never be presented again (bound to an ended invocation)
+        from the verification cache, so it does not grow with every call."""
+        self._verified.pop(text, None)
 
     def revoke(self, block_id: str, reason: str) -> None:
         self.state.revoke(block_id, reason)
@@ -197,6 +205,12 @@ class Broker:
         finally:
             self._slots.release()
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run clean-up work after a reply; stop() waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # -- life ----------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -219,6 +233,8 @@ class Broker:
             os.chmod(sock, 0o600)
         if self.config.tcp:
             await self._serve(self.config.tcp, control, ("agent",))
+        for tool in self.state.list_tools():
+            self.pool.refill(tool)
         self._checkpoints = asyncio.ensure_future(
             checkpoint_timer(self.sink, self.config.checkpoint_interval_s))
 
@@ -235,6 +251,8 @@ class Broker:
         for server in self._servers:
             await server.stop(grace=2)
         self._servers.clear()
+        await self.pool.close()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
         if self._checkpoints is not None:
             self._checkpoints.cancel()
         self.sink.close()  # a FileSink signs a last checkpoint

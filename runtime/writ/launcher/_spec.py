@@ -23,12 +23,13 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def effective_limits(manifest: caps.Limits, grant: caps.Limits) -> caps.Limits:
-    """Per field: the lowest of manifest and grant that is set, else the default; never
-    above MAX_LIMITS. A grant can only lower what the manifest allows."""
+    """Per field: the manifest's value (the broker default where it sets none) is the
+    ceiling; a grant's value lowers it, never raises it; nothing exceeds MAX_LIMITS."""
     out = caps.Limits()
     for name in ("memory_mb", "cpus", "pids", "timeout_s", "tmp_mb"):
-        chosen = [v for v in (getattr(manifest, name), getattr(grant, name)) if v > 0]
-        value = min(chosen) if chosen else getattr(DEFAULT_LIMITS, name)
+        ceiling = getattr(manifest, name) or getattr(DEFAULT_LIMITS, name)
+        wanted = getattr(grant, name)
+        value = min(ceiling, wanted) if wanted > 0 else ceiling
         setattr(out, name, min(value, getattr(MAX_LIMITS, name)))
     return out
 

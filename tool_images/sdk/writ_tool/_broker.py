@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import time
 from typing import Any
 
 import grpc
@@ -11,6 +13,7 @@ from ._proto import tool_pb2_grpc
 
 SOCKET_ENV = "WRIT_SOCKET"
 TOKEN_ENV = "WRIT_TOKEN"
+SOCKET_POLL_S = 0.001
 
 
 class BrokerError(Exception):
@@ -64,6 +67,9 @@ class _Connection:
         self.stub = tool_pb2_grpc.ToolBrokerStub(self.channel)
         self.metadata = (("writ-token", token),)
 
+    def use_token(self, token: str) -> None:
+        self.metadata = (("writ-token", token),)
+
     def unary(self, method: str, request: Any) -> Any:
         try:
             return getattr(self.stub, method)(request, metadata=self.metadata)
@@ -88,12 +94,57 @@ _conn: _Connection | None = None
 def connection() -> _Connection:
     global _conn
     if _conn is None:
-        try:
-            _conn = _Connection(os.environ[SOCKET_ENV], os.environ[TOKEN_ENV])
-        except KeyError as missing:
+        socket_path = os.environ.get(SOCKET_ENV)
+        if not socket_path:
             raise BrokerError("FAILED_PRECONDITION",
-                              f"{missing} is not set: not running under a Writ broker") from None
+                              f"{SOCKET_ENV} is not set: not running under a Writ broker")
+        # The channel first: gRPC's one-time start-up (~5 ms) is then paid while a
+        # warm-pool container waits, not after its call arrived. It connects on first use.
+        conn = _Connection(socket_path, os.environ.get(TOKEN_ENV, ""))
+        # A warm-pool container starts before it has any authority: its socket appears
+        # only when an invocation claims it. Until then there is nothing to talk to.
+        _wait_for(socket_path)
+        _conn = conn
     return _conn
+
+
+_IN_CREATE, _IN_MOVED_TO = 0x100, 0x80
+
+
+def _watch(directory: str) -> int | None:
+    """An inotify descriptor woken by names appearing in ``directory``, or None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    except (ImportError, OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_CREATE | _IN_MOVED_TO) < 0:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _wait_for(path: str) -> None:
+    """Block until ``path`` exists: asleep on inotify (no CPU while a warm container waits,
+    woken the moment the broker renames the socket in), else polling every millisecond."""
+    if os.path.exists(path):
+        return
+    # Left open, one descriptor for the process's life: closing an inotify instance waits
+    # for an RCU grace period (10-30 ms measured), which would land on the call's path.
+    fd = _watch(os.path.dirname(path))
+    while not os.path.exists(path):  # checked after the watch exists: no lost wakeup
+        if fd is None:
+            time.sleep(SOCKET_POLL_S)
+            continue
+        select.select([fd], [], [], 1.0)
+        try:
+            os.read(fd, 4096)
+        except BlockingIOError:
+            pass
 
 
 def connect(socket_path: str, token: str) -> None:

@@ -18,20 +18,29 @@ from ._proto import tool_pb2
 def _load_main(path: str):  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("tool", path)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"writ_tool.run: cannot load {path}")
+        raise ImportError(f"writ_tool.run: cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     main = getattr(module, "main", None)
     if not callable(main):
-        raise SystemExit(f"writ_tool.run: {path} defines no main(input) function")
+        raise ImportError(f"writ_tool.run: {path} defines no main(input) function")
     return main
 
 
 def run(path: str) -> int:
+    # Load the tool (and pay for its imports) before any authority exists: in a warm-pool
+    # container this happens ahead of time, so a claimed call starts at once.
+    try:
+        main, load_error = _load_main(path), None
+    except Exception as exc:  # noqa: BLE001 - reported through Finish below
+        main, load_error = None, exc
     conn = connection()
     start = conn.unary("Start", tool_pb2.StartRequest())
+    if start.token:
+        conn.use_token(start.token)
     try:
-        main = _load_main(path)
+        if load_error is not None:
+            raise load_error
         output = main(json.loads(start.input_json or "{}"))
         finish = tool_pb2.FinishRequest(output_json=json.dumps(output))
         code = 0
