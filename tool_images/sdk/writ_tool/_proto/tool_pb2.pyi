@@ -23,14 +23,16 @@ class StartRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StartResponse(_message.Message):
-    __slots__ = ("invocation_id", "tool", "input_json")
+    __slots__ = ("invocation_id", "tool", "input_json", "token")
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     invocation_id: str
     tool: str
     input_json: str
-    def __init__(self, invocation_id: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, invocation_id: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
     __slots__ = ("output_json", "error")
