@@ -59,7 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           deny_globs=args.deny_glob, strict=args.strict,
                           trusted_keys=[Path(k) for k in args.trusted_key],
                           checkpoint_every=args.checkpoint_every,
-                          checkpoint_interval_s=args.checkpoint_interval)
+                          checkpoint_interval_s=args.checkpoint_interval,
+                          warm_per_tool=args.warm_per_tool)
     asyncio.run(Broker(config).run_forever())
     return 0
 
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the broker")
     s.add_argument("--workspace", action="append", default=[], metavar="NAME=DIR")
     s.add_argument("--tcp", metavar="HOST:PORT", help="also serve the agent API on TCP")
+    s.add_argument("--warm-per-tool", type=int, default=0, metavar="N",
+                   help="keep N hardened containers of each tool started ahead of time, "
+                   "holding no authority until a call claims one (default 0: cold starts)")
     s.add_argument("--deny-glob", action="append", default=[], metavar="GLOB",
                    help="a workspace path no tool may touch, on top of the built-in deny "
                    "list (.git/hooks, shell start-up files, keys, ...); repeatable")
