@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -161,3 +162,26 @@ def test_seeding_checks_currency_and_opening_is_idempotent(ledger: Ledger) -> No
         ledger.seed("user", 1, "eur")
     ledger.open_account("user", 5, "EUR")
     assert ledger.balance("user") == 10_000
+
+
+def test_recover_records_one_outcome_per_unrecorded_payment(tmp_path: Path,
+                                                             ledger: Ledger) -> None:
+    import asyncio
+
+    from writ._proto import audit_pb2
+    from writ.mediators.payments import recover
+
+    open_id, _ = pay(ledger, "open")
+    done_id, _ = pay(ledger, "done")
+    ledger.complete(done_id)
+    recorded: list[audit_pb2.AuditEvent] = []
+
+    async def record(ev: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:
+        recorded.append(ev)
+        return ev
+
+    assert asyncio.run(recover(record, ledger)) == 2
+    outcome = {json.loads(e.detail)["payment_id"]: (e.operation, e.status) for e in recorded}
+    assert outcome == {open_id: ("pay.abort", "FAILED_PRECONDITION"),
+                       done_id: ("pay.complete", "OK")}
+    assert asyncio.run(recover(record, ledger)) == 0  # recorded once, never again

@@ -220,7 +220,7 @@ class Broker:
         reaped = await asyncio.to_thread(self.launcher.reap, self.broker_id)
         if reaped:
             log.warning("removed %d container(s) left by an earlier run", len(reaped))
-        recovered = await recover_payments(self.record, self.ledger)
+        recovered = await recover_payments(self.record, self.ledger, self.config.audit_path)
         if recovered:
             log.warning("recorded the outcome of %d payment(s) left by an earlier run",
                         recovered)

@@ -18,10 +18,13 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from .._proto import audit_pb2, tool_pb2
+from ..audit import read_records
 from ..budgets import amounts, exhausted_reason
-from ..core.policy import Payment, decide
+from ..core.policy import Authority, Payment, decide
 from ..errors import (
     BrokerError,
     FailedPrecondition,
@@ -80,7 +83,10 @@ def _response(p: PaymentRow, replayed: bool) -> tool_pb2.PayResponse:
 
 
 async def pay(ctx: CallContext, ledger: Ledger, req: tool_pb2.PayRequest, *, payer: str,
-              max_wait_s: float) -> tool_pb2.PayResponse:
+              max_wait_s: float,
+              recheck: Callable[[], Authority] | None = None) -> tool_pb2.PayResponse:
+    """``recheck`` verifies the presented token again (revocation) and returns its
+    authority; it runs after an approval wait, before any money moves."""
     ev = ctx.event("pay", req.payee[:200])
     ev.detail = _detail(key=req.idempotency_key[:200], amount=req.amount,
                         currency=req.currency[:16])
@@ -124,13 +130,19 @@ async def pay(ctx: CallContext, ledger: Ledger, req: tool_pb2.PayRequest, *, pay
         approval_id = None
         if p.status == "held":
             approval_id = await _await_approval(ctx, ev, ledger, p, deadline)
+            # The wait may have outlived the grant: check the token and decide again.
+            authority = recheck() if recheck is not None else ctx.authority
+            again = decide(authority, op, time.time())
+            again.raise_if_denied()
         done = await asyncio.shield(asyncio.to_thread(ledger.complete, p.id, approval_id))
     except BaseException as exc:
         # Denied, expired, timed out or cancelled (the tool died): nothing moved.
         reason = exc.details if isinstance(exc, BrokerError) else "the call ended (cancelled)"
-        aborted = await asyncio.shield(asyncio.to_thread(ledger.abort, p.id, reason))
-        if aborted is not None:
-            await _record_outcome(ctx.record, ev, ledger, aborted)
+        after = await asyncio.shield(asyncio.to_thread(ledger.abort, p.id, reason))
+        if after is None:  # cancelled while the transfer committed: record that instead
+            after = await asyncio.to_thread(ledger.by_id, p.id)
+        if after is not None and not after.audited:
+            await _record_outcome(ctx.record, ev, ledger, after)
         raise
     await _record_outcome(ctx.record, ev, ledger, done)
     if done.status != "completed":
@@ -243,12 +255,37 @@ async def get_payment(ctx: CallContext, ledger: Ledger,
     return _response(p, True)
 
 
-async def recover(record: object, ledger: Ledger) -> int:
+async def recover(record: object, ledger: Ledger, audit_path: Path | None = None) -> int:
     """At broker start: finish what a crash left (see Ledger.recover) and record each
-    outcome. Returns how many payments were recorded."""
+    outcome not yet in the audit log at ``audit_path`` (a crash between the outcome record
+    and ``mark_audited`` leaves one there already). Returns how many were recorded."""
     rows = await asyncio.to_thread(ledger.recover)
+    if not rows:
+        return 0
+    logged = await asyncio.to_thread(_outcomes_logged, audit_path, {p.id for p in rows})
+    count = 0
     for p in rows:
+        if p.id in logged:
+            await asyncio.to_thread(ledger.mark_audited, p.id)
+            continue
         ev = audit_pb2.AuditEvent(actor="broker", method="", tool=p.tool,
                                   invocation_id=p.invocation_id, grant_id=p.grant_id)
         await _record_outcome(record, ev, ledger, p, recovered=True)
-    return len(rows)
+        count += 1
+    return count
+
+
+def _outcomes_logged(path: Path | None, ids: set[str]) -> set[str]:
+    """Which of the payment ``ids`` already have a pay.complete/pay.abort record."""
+    found: set[str] = set()
+    if path is None or not path.exists():
+        return found
+    for ev in read_records(path, live=True):
+        if ev.operation in ("pay.complete", "pay.abort") and ev.detail:
+            try:
+                pid = json.loads(ev.detail).get("payment_id")
+            except ValueError:
+                continue
+            if pid in ids:
+                found.add(pid)
+    return found
