@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from writ._proto import control_pb2
+from writ._proto import audit_pb2, control_pb2
 from writ.audit import read_records
 from writ.client import Client, WritError
+from writ.manifests import parse_grant
 
 from tests.conftest import TEST_LABEL, TEST_RUN_ID  # noqa: F401
 from tests.integration.conftest import (
@@ -187,6 +188,30 @@ def test_approval_is_bound_audited_and_decides(pay_broker: RunningBroker) -> Non
     assert ops.count(("pay.complete", "OK")) == 1 and ("pay.abort", "FAILED_PRECONDITION") in ops
 
 
+def test_payment_after_expiry_or_revocation_is_refused(pay_broker: RunningBroker) -> None:
+    rb = pay_broker
+    before, seq = balances(rb), rb.last_seq()
+    expiring = rb.mint(grant(), ttl_s=20)
+    minted = rb.operator.mint_token(parse_grant(grant()), 600)
+    at = time.time() + 22
+    pays = [{"payee": "acme", "amount": 100, "key": "late"}]
+    threads = [threading.Thread(target=lambda tok=tok: rb.agent.invoke(
+        "payprobe", {"action": "pay", "payments": pays, "wait_until": at}, tok, timeout=90))
+        for tok in (expiring, minted.token)]
+    for t in threads:
+        t.start()
+    # Revoke once both tools have surely started (and called Start), before they pay.
+    time.sleep(max(0.0, at - 8 - time.time()))
+    rb.operator.revoke_token(minted.token_id, "test")
+    for t in threads:
+        t.join(90)
+    attempts = [e for e in rb.audit_since(seq) if e.method == "/writ.v1.ToolBroker/Pay"]
+    assert len(attempts) == 2 and {e.decision for e in attempts} == {audit_pb2.DENY}
+    reasons = " | ".join(e.reason for e in attempts)
+    assert "expired" in reasons and "revoked" in reasons, reasons
+    assert balances(rb) == before
+
+
 # -- a broker killed mid-payment -------------------------------------------------------------
 def _serve(state: Path, ws: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
@@ -214,11 +239,11 @@ def _transfers(state: Path) -> int:
 
 def test_sigkill_mid_payments_then_retry_pays_each_key_once(
         tmp_path_factory: pytest.TempPathFactory, docker_client: Any, probe_image: str) -> None:
-    from writ.manifests import parse_grant, parse_manifest
+    from writ.manifests import parse_manifest
 
     root = Path(os.path.realpath(tmp_path_factory.mktemp("k")))
     state, ws = root / "s", make_workspace(root)
-    n, amount = 12, 700
+    n, amount = 30, 700
     payments = [{"payee": "acme", "amount": amount, "key": f"crash-{i}"} for i in range(n)]
     proc = _serve(state, ws)
     try:
@@ -233,13 +258,13 @@ def test_sigkill_mid_payments_then_retry_pays_each_key_once(
 
         def doomed() -> None:
             with contextlib.suppress(WritError):  # the broker dies under this call
-                agent.invoke("payprobe", {"action": "pay", "payments": payments}, token,
-                             timeout=120)
+                agent.invoke("payprobe", {"action": "pay", "payments": payments,
+                                          "pause": 0.1}, token, timeout=120)
 
         killer = threading.Thread(target=doomed)
         killer.daemon = True
         killer.start()
-        assert wait_for(lambda: _transfers(state) >= 3, 90)
+        assert wait_for(lambda: _transfers(state) >= 2, 90)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         agent.close()
@@ -281,4 +306,4 @@ def test_sigkill_mid_payments_then_retry_pays_each_key_once(
         shutil.rmtree(state / "run", ignore_errors=True)
 
 
-_ = (PROBE_IMAGE, time)
+_ = PROBE_IMAGE

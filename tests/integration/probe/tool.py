@@ -162,8 +162,11 @@ def pay(args):
     from writ_tool import pay as sdk_pay
     from writ_tool._proto import tool_pb2
 
+    if "wait_until" in args:  # unix seconds: pay only after this (expiry, revocation)
+        time.sleep(max(0.0, args["wait_until"] - time.time()))
     out = []
     for p in args.get("payments", []):
+        time.sleep(args.get("pause", 0))  # spread payments out (a crash test kills midway)
         try:
             if p.get("raw"):
                 r = _broker.connection().unary("Pay", tool_pb2.PayRequest(
