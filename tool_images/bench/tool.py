@@ -1,13 +1,16 @@
 """bench: "noop" returns at once; "read_loop" times n mediated ReadFile (or, with
 "op": "stat", Stat) calls from inside;
-"files" times whole-file reads (descriptor and gRPC stream) and a streamed write."""
+"files" times whole-file reads (descriptor and gRPC stream) and a streamed write, in turns
+with the same bytes over a raw Unix socket (the floors)."""
 
 import os
+import socket
 import time
 
 from writ_tool import files
 
 BLOCK = 1 << 20
+WARMUP = 2
 
 
 def _read_descriptor(path):
@@ -31,11 +34,62 @@ def _write_stream(path, size):
     return f.bytes_written
 
 
+def _raw_read(sock_path, size):
+    """The floor: the same bytes sent by the host over a plain Unix socket."""
+    buf = bytearray(BLOCK)
+    total = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock_path)
+        while total < size and (n := s.recv_into(buf)):
+            total += n
+    return total
+
+
+def _raw_write(sock_path, size):
+    """The floor: the bytes sent to the host, which writes them to disk, fsyncs and acks."""
+    block = bytes(range(256)) * (BLOCK // 256)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock_path)
+        for _ in range(size // BLOCK):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+        if s.recv(1) != b"k":
+            raise RuntimeError("the floor's host side did not acknowledge")
+    return size
+
+
 def _timed(fn, *args):
-    os.sync()  # no dirty pages left from the last run to throttle this one (floors do too)
+    os.sync()  # no dirty pages left from the last run to throttle this one
     t0 = time.perf_counter()
     n = fn(*args)
     return n, time.perf_counter() - t0
+
+
+def _files(args):
+    """Writ and its floors in turns, round after round, so both meet the same machine."""
+    raw = args["raw_dir"]
+    deadline = time.monotonic() + 30
+    while not os.path.exists(f"{raw}/write.sock"):  # the bench binds them after we start
+        if time.monotonic() > deadline:
+            raise RuntimeError("the floor's sockets never appeared")
+        time.sleep(0.01)
+    size = args["size"]
+    steps = (("descriptor", _read_descriptor, (args["path"],)),
+             ("stream", _read_stream, (args["path"],)),
+             ("raw_read", _raw_read, (f"{raw}/read.sock", size)),
+             ("write", _write_stream, (args["out"], size)),
+             ("raw_write", _raw_write, (f"{raw}/write.sock", size)))
+    out = {key: [] for key, _, _ in steps}
+    # Two untimed rounds first: on a VM, page-cache memory the guest never touched is slow
+    # to fault in, and an atomic replace holds the old file's pages until the rename, so
+    # its steady state recycles those of the file before.
+    for i in range(-WARMUP, int(args.get("reps", 3))):
+        for key, fn, fargs in steps:
+            n, seconds = _timed(fn, *fargs)
+            assert n == size, (key, n)
+            if i >= 0:
+                out[key].append(seconds)
+    return out
 
 
 def main(args):
@@ -48,16 +102,5 @@ def main(args):
             lat.append(time.perf_counter_ns() - t0)
         return {"latencies_ns": lat}
     if args.get("action") == "files":
-        out = {"descriptor": [], "stream": [], "write": []}
-        # One untimed round first: on a VM, memory the guest never touched is slow to
-        # fault in, and the floors get the same warm-up.
-        for i in range(int(args.get("reps", 3)) + 1):
-            for key, fn, fargs in (("descriptor", _read_descriptor, (args["path"],)),
-                                   ("stream", _read_stream, (args["path"],)),
-                                   ("write", _write_stream, (args["out"], args["size"]))):
-                n, seconds = _timed(fn, *fargs)
-                assert n == args["size"], (key, n)
-                if i:
-                    out[key].append(seconds)
-        return out
+        return _files(args)
     return {}

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .._proto import audit_pb2
 from ..core.paths import clean_relpath
@@ -20,7 +21,9 @@ from ..core.policy import Decision, FileAccess, decide
 from ..errors import BrokerError, InvalidArgument, PermissionDenied
 from ._context import CallContext
 from ._denylist import DenyList
-from ._fsops import Journal, openat2_beneath
+from ._fsops import Journal, Slot, open_slot, openat2_beneath
+
+T = TypeVar("T")
 
 log = logging.getLogger("writ.files")
 # The most one WriteFile may store, whatever the grant's budget: a tool that streams
@@ -82,6 +85,43 @@ class Workspaces:
     def close(self) -> None:
         for ws in self._by_name.values():
             os.close(ws.fd)
+
+
+class Held:
+    """Parent directories an operation holds open, and the thread work that uses them. On
+    the way out, cancelled or not, that work is awaited before they are closed: a
+    descriptor closed under a running thread could have its number reused by the time
+    the thread's next call uses it."""
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+        self._busy: asyncio.Future[Any] | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._busy = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        result: T = await asyncio.shield(self._busy)
+        return result
+
+    async def slot(self, root_fd: int, path: str) -> Slot:
+        held = await self.run(open_slot, root_fd, path)
+        self.slots.append(held)
+        return held
+
+    async def settle(self) -> Any:
+        """Wait for thread work still running (cancelled callers stopped waiting for it);
+        return its result, which nobody else will see, or None."""
+        if self._busy is None or self._busy.done():
+            return None
+        await asyncio.wait([self._busy])
+        return None if self._busy.exception() else self._busy.result()
+
+    async def close(self) -> None:
+        late = await self.settle()
+        if isinstance(late, Slot):
+            late.close()  # opened after we stopped waiting for it
+        for held in self.slots:
+            held.close()
+        self.slots.clear()
 
 
 def pick_workspace(ctx: CallContext, requested: str) -> str:

@@ -10,7 +10,6 @@ race its own checks with concurrent calls (only host processes can; see ``_move`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -30,13 +29,12 @@ from ._fsops import (
     FileExists,
     Slot,
     check_file,
-    open_slot,
     openat2_beneath,
     os_error,
     renameat2,
     sync_dir,
 )
-from ._workspaces import Workspaces, check_denylist, deny, guard, recorded, resolve
+from ._workspaces import Held, Workspaces, check_denylist, deny, guard, recorded, resolve
 
 __all__ = ["delete", "make_dir", "rename"]
 
@@ -61,12 +59,12 @@ def _remove(slot: Slot, is_dir: bool) -> None:
     sync_dir(slot.dir_fd)
 
 
-async def _act(ctx: CallContext, ev: audit_pb2.AuditEvent, decision: Decision,
+async def _act(ctx: CallContext, ev: audit_pb2.AuditEvent, decision: Decision, held: Held,
                fn: Callable[..., None], *args: object) -> None:
     """Record the allowed decision, then act; a failing act gets a second record."""
     await ctx.record_decision(ev, decision)
     try:
-        await asyncio.to_thread(fn, *args)
+        await held.run(fn, *args)
     except BrokerError as err:
         await ctx.record_failure(ev, err)
         raise
@@ -76,45 +74,43 @@ async def make_dir(ctx: CallContext, workspaces: Workspaces,
                    req: tool_pb2.MakeDirRequest) -> tool_pb2.MakeDirResponse:
     ev = ctx.event("file.mkdir", f"{req.workspace}:{req.path}")
     ws, path, decision = await guard(ctx, ev, workspaces, req.workspace, req.path, caps.MKDIR)
-    slot: Slot | None = None
-    held: list[Reservation] = []
+    held = Held()
+    reserved: list[Reservation] = []
     try:
-        slot = await asyncio.to_thread(open_slot, workspaces.get(ws).fd, path)
+        slot = await held.slot(workspaces.get(ws).fd, path)
         async with workspaces.get(ws).lock:
-            if await asyncio.to_thread(slot.lstat) is not None:
+            if await held.run(slot.lstat) is not None:
                 raise FileExists(f"{path}: already exists")
-            held = ctx.budgets.charge(decision.charges, files=1)
-            await _act(ctx, ev, decision, _mkdir, slot)
+            reserved = ctx.budgets.charge(decision.charges, files=1)
+            await _act(ctx, ev, decision, held, _mkdir, slot)
         return tool_pb2.MakeDirResponse()
     except BrokerError as err:
-        ctx.budgets.release(held)
+        ctx.budgets.release(reserved)
         raise await recorded(ctx, ev, err) from None
     finally:
-        if slot is not None:
-            slot.close()
+        await held.close()
 
 
 async def delete(ctx: CallContext, workspaces: Workspaces,
                  req: tool_pb2.DeleteRequest) -> tool_pb2.DeleteResponse:
     ev = ctx.event("file.delete", f"{req.workspace}:{req.path}")
     ws, path, decision = await guard(ctx, ev, workspaces, req.workspace, req.path, caps.DELETE)
-    slot: Slot | None = None
+    held = Held()
     try:
-        slot = await asyncio.to_thread(open_slot, workspaces.get(ws).fd, path)
+        slot = await held.slot(workspaces.get(ws).fd, path)
         async with workspaces.get(ws).lock:
-            st = await asyncio.to_thread(slot.lstat)
+            st = await held.run(slot.lstat)
             is_dir = st is not None and stat.S_ISDIR(st.st_mode)
             if not is_dir:
                 check_file(path, st)
-            elif await asyncio.to_thread(_has_entries, slot):
+            elif await held.run(_has_entries, slot):
                 raise FailedPrecondition(f"{path}: directory is not empty")
-            await _act(ctx, ev, decision, _remove, slot, is_dir)
+            await _act(ctx, ev, decision, held, _remove, slot, is_dir)
         return tool_pb2.DeleteResponse()
     except BrokerError as err:
         raise await recorded(ctx, ev, err) from None
     finally:
-        if slot is not None:
-            slot.close()
+        await held.close()
 
 
 def _has_entries(slot: Slot) -> bool:
@@ -172,25 +168,22 @@ async def rename(ctx: CallContext, workspaces: Workspaces,
             await deny(ctx, ev, d)
     rules = list(dict.fromkeys(d.rule for d in both))
     decision = Decision(True, "; ".join(d.reason for d in both), ",".join(rules))
-    slots: list[Slot] = []
+    held = Held()
     try:
-        root = workspaces.get(ws).fd
-        for p in (src_path, dst_path):
-            slots.append(await asyncio.to_thread(open_slot, root, p))
-        src, dst = slots
+        src = await held.slot(workspaces.get(ws).fd, src_path)
+        dst = await held.slot(workspaces.get(ws).fd, dst_path)
         async with workspaces.get(ws).lock:
             # Files only: moving a directory would move every path beneath it unchecked
             # (a folder of hooks renamed to ".git" would evade the deny list).
-            moved = check_file(src_path, await asyncio.to_thread(src.lstat))
-            there = await asyncio.to_thread(dst.lstat)
+            moved = check_file(src_path, await held.run(src.lstat))
+            there = await held.run(dst.lstat)
             if there is not None:
                 if not req.replace:
                     raise FileExists(f"{dst_path}: already exists")
                 check_file(dst_path, there)
-            await _act(ctx, ev, decision, _move, src, dst, req.replace, moved)
+            await _act(ctx, ev, decision, held, _move, src, dst, req.replace, moved)
         return tool_pb2.RenameResponse()
     except BrokerError as err:
         raise await recorded(ctx, ev, err) from None
     finally:
-        for slot in slots:
-            slot.close()
+        await held.close()

@@ -48,12 +48,11 @@ from ._fsops import (
     TempFile,
     check_file,
     commit,
-    open_slot,
     open_temp,
     os_error,
     sync_dir,
 )
-from ._workspaces import Workspaces, deny, recorded, resolve
+from ._workspaces import Held, Workspaces, deny, recorded, resolve
 
 __all__ = ["write_file"]
 
@@ -79,17 +78,14 @@ class _Write:
     slot: Slot | None = None
     tmp: TempFile | None = None
     pipe: int = -1
-    held: list[Reservation] = field(default_factory=list)
+    held: Held = field(default_factory=Held)  # the parent directory, and thread work
+    reserved_items: list[Reservation] = field(default_factory=list)
     reserved: int = 0   # write bytes reserved so far
     size: int = 0       # bytes taken into the temporary file
     stop: threading.Event = field(default_factory=threading.Event)
-    busy: asyncio.Future[Any] | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run host I/O on a thread. Shielded, and awaited again by ``close``: a descriptor
-        a thread still uses is never closed under it (its number could be reused)."""
-        self.busy = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        return await asyncio.shield(self.busy)
+        return await self.held.run(fn, *args)
 
     def take(self, n: int) -> None:
         """Account for ``n`` more bytes before they are written: the broker's cap, then
@@ -108,7 +104,7 @@ class _Write:
         short = total - self.reserved
         for amount in (max(short, min(max(self.reserved, _RESERVE_MIN), _RESERVE_MAX)), short):
             try:
-                self.held += self.ctx.budgets.charge(self.decision.charges, write_bytes=amount)
+                self.reserved_items += self.ctx.budgets.charge(self.decision.charges, write_bytes=amount)
                 self.reserved += amount
                 return
             except PermissionDenied as exc:
@@ -117,18 +113,15 @@ class _Write:
                                f"written: {refusal.details}")
 
     async def close(self) -> None:
-        self.stop.set()
-        if self.busy is not None and not self.busy.done():
-            await asyncio.wait([self.busy])
-            late = None if self.busy.exception() else self.busy.result()
-            if isinstance(late, TempFile) and self.tmp is None:
-                late.discard()  # opened after we stopped waiting for it
+        self.stop.set()  # a pipe drain still running returns within _POLL_MS
+        late = await self.held.settle()
+        if isinstance(late, TempFile):
+            late.discard()  # opened after we stopped waiting for it
         if self.pipe >= 0:
             os.close(self.pipe)
         if self.tmp is not None:
             self.tmp.discard()
-        if self.slot is not None:
-            self.slot.close()
+        await self.held.close()
 
 
 # -- host I/O (on threads) -------------------------------------------------------------------
@@ -197,7 +190,7 @@ async def _decide_write(ctx: CallContext, ev: audit_pb2.AuditEvent, workspaces: 
                  for op in wanted}
     if not any(d.allowed for d in decisions.values()):
         await deny(ctx, ev, decisions[wanted[0]])
-    w.slot = await w.run(open_slot, workspaces.get(ws).fd, w.path)
+    w.slot = await w.held.slot(workspaces.get(ws).fd, w.path)
     st = await w.run(w.slot.lstat)
     op = caps.CREATE if st is None else caps.WRITE
     if len(wanted) > 1:
@@ -275,7 +268,7 @@ async def write_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorD
         w.tmp = await w.run(open_temp, w.slot, ws, workspaces.journal,
                             0o644 if old is None else stat.S_IMODE(old.st_mode))
         if old is None:
-            w.held += ctx.budgets.charge(w.decision.charges, files=1)
+            w.reserved_items += ctx.budgets.charge(w.decision.charges, files=1)
         if first.source_ticket:
             await _take_pipe(w, first, requests)
         else:
@@ -294,13 +287,13 @@ async def write_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorD
             except BrokerError as err:
                 await ctx.record_failure(ev, err)
                 raise
-        w.held = []  # spent: the bytes are stored
+        w.reserved_items = []  # spent: the bytes are stored
         return tool_pb2.WriteFileResponse(bytes_written=w.size, created=old is None)
     except BrokerError as err:
-        ctx.budgets.release(w.held)
+        ctx.budgets.release(w.reserved_items)
         raise await recorded(ctx, ev, err) from None
     except asyncio.CancelledError:
-        ctx.budgets.release(w.held)
+        ctx.budgets.release(w.reserved_items)
         if not ev.decision:
             await ctx.record_error(ev, Aborted(f"{ev.target}: the write was cancelled after "
                                                f"{w.size} bytes; nothing was written"))
