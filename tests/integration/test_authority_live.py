@@ -494,7 +494,8 @@ EXPLAIN_GRANT: dict[str, Any] = {
 def test_explain_answers_every_kind_without_touching_budgets(broker: RunningBroker) -> None:
     broker.register(PAYER_MANIFEST)
     token = broker.mint(EXPLAIN_GRANT)
-    token_id, g = ids(token)
+    token_id, _ = ids(token)
+    g = layer_key(broker, token, 0)  # budget counters are keyed by the chain MAC
 
     def states(resp: control_pb2.ExplainResponse) -> list[tuple[str, str, int, int]]:
         return [(b.key, b.kind, b.used, b.cap) for b in resp.budgets]

@@ -30,7 +30,7 @@ class Fixture:
         self.ledger.seed("acme", 0, "EUR")
         self.budgets = Budgets(tmp / "state.db")
         self.events: list[audit_pb2.AuditEvent] = []
-        self.authority = Authority((Layer("grant", (), (), (), (RULE,), "blk"),), 0,
+        self.authority = Authority((Layer("grant", (), (), (), (RULE,), "blk", "blk"),), 0,
                                    int(time.time()) + 3600)
 
     async def record(self, ev: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:

@@ -116,8 +116,9 @@ def _deny(reason: str) -> Decision:
 # -- authority -----------------------------------------------------------------------------
 class Layer(NamedTuple):
     """One source of authority. ``tools`` is None for a manifest (it is one tool's ceiling
-    and does not speak to which tools may run); ``block_id`` names a grant layer's budget
-    counters ("" for a manifest, which keeps no budgets). Rule lists are the protobuf
+    and does not speak to which tools may run); ``block_id`` is the grant block's id, for
+    people; ``budget_key`` names its budget counters (the chain-MAC key once verified; ""
+    for a manifest, which keeps no budgets). Rule lists are the protobuf
     repeated fields themselves (read-only here): copying them is measurable on the hot
     path."""
 
@@ -127,10 +128,13 @@ class Layer(NamedTuple):
     net: Sequence[caps.NetRule] = ()
     pay: Sequence[caps.PayRule] = ()
     block_id: str = ""
+    budget_key: str = ""
 
     @classmethod
-    def of_grant(cls, name: str, grant: caps.Grant, block_id: str = "") -> Layer:
-        return cls(name, grant.files, grant.tools, grant.net, grant.pay, block_id)
+    def of_grant(cls, name: str, grant: caps.Grant, block_id: str = "",
+                 budget_key: str = "") -> Layer:
+        return cls(name, grant.files, grant.tools, grant.net, grant.pay, block_id,
+                   budget_key or block_id)
 
     @classmethod
     def of_manifest(cls, manifest: caps.Manifest) -> Layer:
@@ -166,8 +170,8 @@ class Authority:
             if block.HasField("grant"):
                 g = block.grant
                 name = "grant" if i == 0 else f"attenuation {i}"
-                key = layer_keys[i] if i < len(layer_keys) else block.id.hex()
-                layers.append(Layer.of_grant(name, g, key))
+                key = layer_keys[i] if i < len(layer_keys) else ""
+                layers.append(Layer.of_grant(name, g, block.id.hex(), key))
                 not_before = max(not_before, g.not_before)
                 if g.expires_at:
                     expires = g.expires_at if not expires else min(expires, g.expires_at)
@@ -265,7 +269,7 @@ def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
             deciding = deciding or rid
             for k, cap in budget(rule):
                 if cap > 0:
-                    charges.append(Charge(f"{layer.block_id}/{rid}/{k}", k, cap))
+                    charges.append(Charge(f"{layer.budget_key}/{rid}/{k}", k, cap))
     if not spoke_grant:
         return _deny("no grant speaks to tool invocation" if kind == "tools"
                      else f"no grant allows {op.describe()}")
