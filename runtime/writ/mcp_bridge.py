@@ -100,7 +100,11 @@ def schema_problem(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> s
     except jsonschema.SchemaError as exc:
         log.warning("input schema is not valid JSON Schema, not checked: %s", exc.message)
         return None
-    error = jsonschema.exceptions.best_match(cls(schema).iter_errors(arguments))
+    # The schema arrives through a protobuf Struct, whose key order is not stable, so the
+    # errors are sorted first: the same bad input always gets the same message.
+    errors = sorted(cls(schema).iter_errors(arguments),
+                    key=lambda e: ([str(p) for p in e.absolute_path], str(e.validator)))
+    error = jsonschema.exceptions.best_match(errors)
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
