@@ -74,21 +74,24 @@ def _files(args):
             raise RuntimeError("the floor's sockets never appeared")
         time.sleep(0.01)
     size = args["size"]
-    steps = (("descriptor", _read_descriptor, (args["path"],)),
+    reads = (("descriptor", _read_descriptor, (args["path"],)),
              ("stream", _read_stream, (args["path"],)),
-             ("raw_read", _raw_read, (f"{raw}/read.sock", size)),
-             ("write", _write_stream, (args["out"], size)),
-             ("raw_write", _raw_write, (f"{raw}/write.sock", size)))
-    out = {key: [] for key, _, _ in steps}
-    # Two untimed rounds first: on a VM, page-cache memory the guest never touched is slow
-    # to fault in, and an atomic replace holds the old file's pages until the rename, so
-    # its steady state recycles those of the file before.
-    for i in range(-WARMUP, int(args.get("reps", 3))):
-        for key, fn, fargs in steps:
-            n, seconds = _timed(fn, *fargs)
-            assert n == size, (key, n)
-            if i >= 0:
-                out[key].append(seconds)
+             ("raw_read", _raw_read, (f"{raw}/read.sock", size)))
+    writes = (("write", _write_stream, (args["out"], size)),
+              ("raw_write", _raw_write, (f"{raw}/write.sock", size)))
+    out = {key: [] for key, _, _ in reads + writes}
+    # Reads, then writes, each with two untimed rounds first and every other round in
+    # reverse. Why so careful: this VM reports freed memory to its host (virtio-balloon
+    # free page reporting), so page cache written a second or more after the last big
+    # free faults in slowly, and an atomic replace frees the old file only at its end.
+    # Writes back to back, in alternating order, meet the same warm memory on both sides.
+    for steps in (reads, writes):
+        for i in range(-WARMUP, int(args.get("reps", 3))):
+            for key, fn, fargs in steps if i % 2 == 0 else steps[::-1]:
+                n, seconds = _timed(fn, *fargs)
+                assert n == size, (key, n)
+                if i >= 0:
+                    out[key].append(seconds)
     return out
 
 

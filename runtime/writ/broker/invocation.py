@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .server import Broker
 
 TOKEN_METADATA = "writ-token"
+PIPE_METADATA = "writ-pipe"  # sent when a piped write is allowed and its pipe is taken
 READY_TIMEOUT_S = 30.0
 # One WriteFile message: up to 1 MiB of data plus its few header bytes.
 MAX_TOOL_MESSAGE = (1 << 20) + (16 << 10)
@@ -195,8 +196,12 @@ class ToolService:
                         context: Any) -> tool_pb2.WriteFileResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/WriteFile")
         assert self.inv.desk is not None
+
+        async def draining() -> None:
+            await context.send_initial_metadata(((PIPE_METADATA, "draining"),))
+
         return await files_write.write_file(ctx, self.broker.workspaces, self.inv.desk,
-                                            requests)
+                                            requests, draining)
 
     async def MakeDir(self, req: tool_pb2.MakeDirRequest,
                       context: Any) -> tool_pb2.MakeDirResponse:

@@ -24,7 +24,7 @@ import select
 import stat
 import termios
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,11 +222,15 @@ async def _take_messages(w: _Write, first: tool_pb2.WriteFileRequest,
 
 
 async def _take_pipe(w: _Write, first: tool_pb2.WriteFileRequest,
-                     requests: AsyncIterator[tool_pb2.WriteFileRequest]) -> None:
+                     requests: AsyncIterator[tool_pb2.WriteFileRequest],
+                     draining: Callable[[], Awaitable[None]]) -> None:
     if w.pipe < 0:
         raise InvalidArgument("unknown, used or expired source ticket")
     if first.data or first.finish:
         raise InvalidArgument("a write from a pipe carries its bytes in the pipe only")
+    # Tell the tool the write was allowed and its pipe is ours: it may now block on the
+    # pipe (fast), where before it could not know whether anyone would ever read it.
+    await draining()
     await w.run(_drain, w)
     last = await _next(w, requests)
     if last.data or not last.finish:
@@ -246,9 +250,16 @@ async def _next(w: _Write, requests: AsyncIterator[tool_pb2.WriteFileRequest]
     return msg
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def write_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorDesk,
-                     requests: AsyncIterator[tool_pb2.WriteFileRequest]
+                     requests: AsyncIterator[tool_pb2.WriteFileRequest],
+                     draining: Callable[[], Awaitable[None]] = _nothing
                      ) -> tool_pb2.WriteFileResponse:
+    """Take one write stream (see the module docstring). ``draining`` is awaited once a
+    piped write is decided and its pipe taken (the tool service sends gRPC metadata)."""
     ev = ctx.event("file.write", ":")
     w = _Write(ctx, workspaces.max_write_bytes)
     try:
@@ -270,7 +281,7 @@ async def write_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorD
         if old is None:
             w.reserved_items += ctx.budgets.charge(w.decision.charges, files=1)
         if first.source_ticket:
-            await _take_pipe(w, first, requests)
+            await _take_pipe(w, first, requests, draining)
         else:
             await _take_messages(w, first, requests)
         await w.run(os.fsync, w.tmp.fd)

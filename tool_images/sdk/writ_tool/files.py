@@ -32,7 +32,6 @@ import fcntl
 import io
 import os
 import queue
-import select
 import socket
 import tempfile
 import threading
@@ -47,6 +46,7 @@ from ._proto import tool_pb2
 
 CHUNK = 1 << 20          # bytes per WriteFile message (the broker accepts 1 MiB of data)
 FD_SOCKET = "fd.sock"    # the broker's descriptor socket, next to its gRPC socket
+PIPE_METADATA = "writ-pipe"  # the broker took our pipe and drains it
 _QUEUE = 4               # chunks buffered ahead of the broker
 _ABORT_WAIT_S = 5.0
 # Writes hand the broker a pipe for their bytes (splice on its side: no per-message cost);
@@ -200,11 +200,18 @@ class _Writer(io.BufferedIOBase):
         handed = _hand_in_pipe() if WRITE_VIA_PIPE else None
         if handed is not None:
             self._header.source_ticket, self._pipe = handed
-            os.set_blocking(self._pipe, False)
         self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue(_QUEUE)
         self._stop = threading.Event()
         self._buf = bytearray()
         self._future = connection().stream_unary("WriteFile", self._requests())
+        # The broker sends PIPE_METADATA once the write is allowed and the pipe is its own;
+        # a refusal ends the call instead (its headers carry no such entry). Only then may
+        # we block on the pipe.
+        if self._pipe >= 0 and (PIPE_METADATA, "draining") not in tuple(
+                self._future.initial_metadata() or ()):
+            self._close_pipe()
+            super().close()
+            raise self._failed()  # waits for the call's end, then its status
 
     def _requests(self) -> Iterator[tool_pb2.WriteFileRequest]:
         # The header goes at once: the broker decides (and records) before any data.
@@ -222,7 +229,7 @@ class _Writer(io.BufferedIOBase):
                 return
 
     def _failed(self) -> BrokerError:
-        self._stop.set()
+        self._stop.set()  # the request stream ends (without `finish`), so the call does too
         try:
             self._future.result()
         except grpc.RpcError as err:
@@ -302,19 +309,12 @@ class _Writer(io.BufferedIOBase):
             self.close()
 
     def _to_pipe(self, view: memoryview) -> None:
-        """Write into the pipe; while it is full, keep an eye on the call: a broker that
-        refused (or never took the pipe) must not leave us blocked."""
-        while view:
-            try:
+        """Write into the pipe (blocking: the broker drains it)."""
+        try:
+            while view:
                 view = view[os.write(self._pipe, view):]
-                continue
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                raise self._failed() from None  # the broker refused and closed its end
-            if self._future.done():
-                raise self._failed()
-            select.select([], [self._pipe], [], 0.1)
+        except BrokenPipeError:
+            raise self._failed() from None  # the broker refused mid-way and closed its end
 
     def _close_pipe(self) -> None:
         if self._pipe >= 0:
