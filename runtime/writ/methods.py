@@ -35,7 +35,8 @@ _ROWS = [
     Method("Control", "Invoke", "agent", "tool.invoke", True,
            "verify token, decide, launch, stream result, destroy"),
     Method("Control", "Explain", "agent", "token.explain", False,
-           "dry run: decision, rule, budgets, effective authority; acts on nothing"),
+           "dry run: decision, rule, budgets, effective authority; acts on nothing, so "
+           "writes no audit record"),
     Method("Control", "RevokeToken", "operator", "token.revoke", False,
            "revokes the token and every token narrowed from it"),
     Method("Control", "RotateKey", "operator", "key.rotate", False,
