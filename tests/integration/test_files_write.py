@@ -611,8 +611,8 @@ def test_no_descriptor_for_a_file_the_tool_could_reopen_for_writing(
     (ws / "out/shared.txt").write_text("shared")
     os.chmod(ws / "out/shared.txt", 0o666)
     got, rows = invoke(wb, token, "fs_ops", ops=[{"op": "open", "path": "out/shared.txt"}])
-    message = ("out/shared.txt: writable by the tool's user (mode 666); a descriptor is not "
-               "handed out, use ReadFile")
+    message = ("out/shared.txt: writable by the tool's user (mode 666, or an ACL); a "
+               "descriptor is not handed out, use ReadFile")
     # files.open fell back to a streamed read: one refusal, then one allowed read.
     assert got == [ok("shared")]
     assert rows == [refuse("file.read", "demo:out/shared.txt", "FAILED_PRECONDITION", message),

@@ -261,3 +261,40 @@ def test_the_descriptor_socket_takes_only_a_pipes_read_end(tmp_path: Path) -> No
         b"\x01one pipe, sent with the line 'send'"] * 2 + [
         b"\x01unknown, used or expired ticket"]
     assert good[:1] == b"\x00" and len(good) == 34 and good.endswith(b"\n")
+
+
+# -- descriptors are not handed out for files the tool's uid could reopen for writing -----
+def _acl(uid: int) -> bytes:
+    """A POSIX ACL xattr granting ``uid`` read and write (version 2 format)."""
+    import struct
+
+    entries = [(0x01, 6, 0xFFFFFFFF), (0x02, 6, uid), (0x04, 4, 0xFFFFFFFF),
+               (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)]  # user_obj, user, group, mask, other
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_no_descriptor_for_a_file_writable_by_the_tool(env: Env) -> None:
+    for name in ("plain", "world", "acl"):
+        (env.root / name).write_text(name)
+    os.chmod(env.root / "world", 0o666)
+    try:
+        os.setxattr(env.root / "acl", "system.posix_acl_access", _acl(10001))
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs here: {exc}")
+
+    async def run(path: str) -> str:
+        await env.desk.start(os.getuid(), os.getgid())
+        try:
+            resp = await files.open_file(env.ctx(), env.workspaces, env.desk,
+                                         tool_pb2.OpenFileRequest(path=path))
+            return f"ticket of {len(resp.ticket)} for {resp.size} bytes"
+        except BrokerError as err:
+            return f"{err.code}: {err.details}"
+        finally:
+            await env.desk.close()
+
+    assert asyncio.run(run("plain")) == "ticket of 32 for 5 bytes"
+    assert asyncio.run(run("world")) == (
+        "FAILED_PRECONDITION: world: writable by the tool's user (mode 666, or an ACL); a "
+        "descriptor is not handed out, use ReadFile")
+    assert asyncio.run(run("acl")).startswith("FAILED_PRECONDITION: acl: writable by the tool")

@@ -94,12 +94,19 @@ def _stat(ws: Workspace, path: str) -> tool_pb2.StatResponse:
                                  mtime_ns=st.st_mtime_ns)
 
 
-def _reopenable_for_writing(st: os.stat_result) -> bool:
-    """Could the tool's user reopen this file read-write via /proc/self/fd? A descriptor
-    is a path to the inode, so the file's own permission bits are the only guard left."""
-    return bool(st.st_mode & stat.S_IWOTH
-                or st.st_uid == _TOOL_UID and st.st_mode & stat.S_IWUSR
-                or st.st_gid == _TOOL_GID and st.st_mode & stat.S_IWGRP)
+def _reopenable_for_writing(fd: int, st: os.stat_result) -> bool:
+    """Could the tool's user reopen this file read-write via /proc/self/fd (or change its
+    times or attributes)? A descriptor leads to the inode, so the file's own permissions
+    are the only guard left: write bits that reach the tool's uid, or any POSIX ACL (not
+    interpreted here: refused)."""
+    if (st.st_mode & stat.S_IWOTH or st.st_uid == _TOOL_UID and st.st_mode & stat.S_IWUSR
+            or st.st_gid == _TOOL_GID and st.st_mode & stat.S_IWGRP):
+        return True
+    try:
+        os.getxattr(fd, "system.posix_acl_access")
+    except OSError:
+        return False  # no ACL (ENODATA), or a filesystem without them
+    return True
 
 
 # -- mediated operations ---------------------------------------------------------------------
@@ -156,10 +163,10 @@ async def open_file(ctx: CallContext, workspaces: Workspaces, desk: DescriptorDe
     try:
         size = st.st_size
         try:
-            if _reopenable_for_writing(st):
+            if _reopenable_for_writing(fd, st):
                 raise FailedPrecondition(
-                    f"{path}: writable by the tool's user (mode {stat.S_IMODE(st.st_mode):o}); "
-                    "a descriptor is not handed out, use ReadFile")
+                    f"{path}: writable by the tool's user (mode {stat.S_IMODE(st.st_mode):o}, "
+                    "or an ACL); a descriptor is not handed out, use ReadFile")
             if decision.max_bytes and size > decision.max_bytes:
                 raise PermissionDenied(f"read of {size} bytes exceeds the rule's max_bytes "
                                        f"of {decision.max_bytes}")
