@@ -23,7 +23,7 @@ def _load_main(path: str):  # type: ignore[no-untyped-def]
     spec.loader.exec_module(module)
     main = getattr(module, "main", None)
     if not callable(main):
-        raise ImportError(f"writ_tool.run: {path} defines no main(input) function")
+        raise TypeError(f"writ_tool.run: {path} defines no main(input) function")
     return main
 
 
