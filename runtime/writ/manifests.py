@@ -120,8 +120,3 @@ def check_grant(g: caps.Grant, what: str = "grant") -> None:
     _check_limits(g.limits, what)
     if g.expires_at and g.not_before and g.expires_at <= g.not_before:
         raise ManifestInvalid(f"{what}.expires_at: not after not_before")
-
-
-def to_dict(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return out

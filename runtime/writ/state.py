@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
@@ -153,7 +152,3 @@ class State:
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
         return dict(zip(names, row)) if row else None
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, sort_keys=True)
