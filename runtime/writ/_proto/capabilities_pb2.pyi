@@ -80,7 +80,7 @@ class ArgConstraint(_message.Message):
     def __init__(self, arg: _Optional[str] = ..., optional: _Optional[bool] = ..., exact: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., one_of: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., prefix: _Optional[str] = ..., glob: _Optional[str] = ..., regex: _Optional[str] = ..., range: _Optional[_Union[NumberRange, _Mapping]] = ..., max_len: _Optional[int] = ...) -> None: ...
 
 class NetRule(_message.Message):
-    __slots__ = ("id", "schemes", "host", "ports", "methods", "path_prefixes", "max_requests", "max_bytes")
+    __slots__ = ("id", "schemes", "host", "ports", "methods", "path_prefixes", "max_requests", "max_bytes", "timeout_seconds", "secrets")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMES_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class NetRule(_message.Message):
     PATH_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     id: str
     schemes: _containers.RepeatedScalarFieldContainer[str]
     host: str
@@ -97,7 +99,19 @@ class NetRule(_message.Message):
     path_prefixes: _containers.RepeatedScalarFieldContainer[str]
     max_requests: int
     max_bytes: int
-    def __init__(self, id: _Optional[str] = ..., schemes: _Optional[_Iterable[str]] = ..., host: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., methods: _Optional[_Iterable[str]] = ..., path_prefixes: _Optional[_Iterable[str]] = ..., max_requests: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    timeout_seconds: int
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretHeader]
+    def __init__(self, id: _Optional[str] = ..., schemes: _Optional[_Iterable[str]] = ..., host: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., methods: _Optional[_Iterable[str]] = ..., path_prefixes: _Optional[_Iterable[str]] = ..., max_requests: _Optional[int] = ..., max_bytes: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., secrets: _Optional[_Iterable[_Union[SecretHeader, _Mapping]]] = ...) -> None: ...
+
+class SecretHeader(_message.Message):
+    __slots__ = ("secret", "header", "path_prefix")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    secret: str
+    header: str
+    path_prefix: str
+    def __init__(self, secret: _Optional[str] = ..., header: _Optional[str] = ..., path_prefix: _Optional[str] = ...) -> None: ...
 
 class PayRule(_message.Message):
     __slots__ = ("id", "payees", "currency", "max_per_payment", "budget", "max_count", "approval_above", "approval_always")

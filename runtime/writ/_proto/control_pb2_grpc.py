@@ -94,6 +94,21 @@ class ControlStub:
                 request_serializer=writ_dot_v1_dot_control__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_control__pb2.ListAccountsResponse.FromString,
                 _registered_method=True)
+        self.PutSecret = channel.unary_unary(
+                '/writ.v1.Control/PutSecret',
+                request_serializer=writ_dot_v1_dot_control__pb2.PutSecretRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.SecretInfo.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/writ.v1.Control/ListSecrets',
+                request_serializer=writ_dot_v1_dot_control__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/writ.v1.Control/DeleteSecret',
+                request_serializer=writ_dot_v1_dot_control__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_control__pb2.SecretInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -185,6 +200,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutSecret(self, request, context):
+        """Store (or replace) a secret a grant may attach to network requests (operator). Its
+        value is never returned by any call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Stored secrets: names and metadata, never values (operator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Remove a stored secret; requests whose grant attaches it are refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +284,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=writ_dot_v1_dot_control__pb2.ListAccountsRequest.FromString,
                     response_serializer=writ_dot_v1_dot_control__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'PutSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSecret,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.PutSecretRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.SecretInfo.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.ListSecretsRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=writ_dot_v1_dot_control__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=writ_dot_v1_dot_control__pb2.SecretInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -573,6 +625,87 @@ class Control:
             '/writ.v1.Control/ListAccounts',
             writ_dot_v1_dot_control__pb2.ListAccountsRequest.SerializeToString,
             writ_dot_v1_dot_control__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/PutSecret',
+            writ_dot_v1_dot_control__pb2.PutSecretRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.SecretInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/ListSecrets',
+            writ_dot_v1_dot_control__pb2.ListSecretsRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writ.v1.Control/DeleteSecret',
+            writ_dot_v1_dot_control__pb2.DeleteSecretRequest.SerializeToString,
+            writ_dot_v1_dot_control__pb2.SecretInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -237,3 +237,77 @@ class GetPaymentRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     def __init__(self, idempotency_key: _Optional[str] = ...) -> None: ...
+
+class Header(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class HttpRequestHead(_message.Message):
+    __slots__ = ("method", "url", "headers", "timeout_s", "follow_redirects", "max_redirects")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    url: str
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    timeout_s: float
+    follow_redirects: bool
+    max_redirects: int
+    def __init__(self, method: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., follow_redirects: _Optional[bool] = ..., max_redirects: _Optional[int] = ...) -> None: ...
+
+class HttpRequestPart(_message.Message):
+    __slots__ = ("head", "body", "finish")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    head: HttpRequestHead
+    body: bytes
+    finish: bool
+    def __init__(self, head: _Optional[_Union[HttpRequestHead, _Mapping]] = ..., body: _Optional[bytes] = ..., finish: _Optional[bool] = ...) -> None: ...
+
+class HttpResponseHead(_message.Message):
+    __slots__ = ("status", "reason", "headers", "url", "redirects")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    reason: str
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    url: str
+    redirects: int
+    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., url: _Optional[str] = ..., redirects: _Optional[int] = ...) -> None: ...
+
+class HttpResponsePart(_message.Message):
+    __slots__ = ("head", "body")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    head: HttpResponseHead
+    body: bytes
+    def __init__(self, head: _Optional[_Union[HttpResponseHead, _Mapping]] = ..., body: _Optional[bytes] = ...) -> None: ...
+
+class TunnelPart(_message.Message):
+    __slots__ = ("open", "data")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    open: TunnelOpen
+    data: bytes
+    def __init__(self, open: _Optional[_Union[TunnelOpen, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class TunnelOpen(_message.Message):
+    __slots__ = ("host", "port", "address")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    address: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...

@@ -94,6 +94,16 @@ class ToolBrokerStub:
                 request_serializer=writ_dot_v1_dot_tool__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
                 _registered_method=True)
+        self.HttpRequest = channel.stream_stream(
+                '/writ.v1.ToolBroker/HttpRequest',
+                request_serializer=writ_dot_v1_dot_tool__pb2.HttpRequestPart.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.HttpResponsePart.FromString,
+                _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/writ.v1.ToolBroker/Connect',
+                request_serializer=writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
+                response_deserializer=writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
+                _registered_method=True)
 
 
 class ToolBrokerServicer:
@@ -188,6 +198,27 @@ class ToolBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HttpRequest(self, request_iterator, context):
+        """One HTTP request, made by the broker: it checks the request against the grant,
+        resolves the host itself, refuses special-purpose addresses a grant does not name,
+        connects to the address it checked, adds any secret the grant attaches, and records
+        the decision before a byte leaves. Redirects, when asked for, are checked hop by hop.
+        Request: a head, then body chunks; the message with `finish` ends the body.
+        Response: a head, then body chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """An opaque TLS tunnel to host:port (what the in-container forwarder does for CONNECT).
+        Allowed only by a rule granting method "CONNECT" on every path ("/") of an https
+        host; the first bytes must be a TLS ClientHello whose server name is that host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +281,16 @@ def add_ToolBrokerServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=writ_dot_v1_dot_tool__pb2.GetPaymentRequest.FromString,
                     response_serializer=writ_dot_v1_dot_tool__pb2.PayResponse.SerializeToString,
+            ),
+            'HttpRequest': grpc.stream_stream_rpc_method_handler(
+                    servicer.HttpRequest,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.HttpRequestPart.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.HttpResponsePart.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
+                    response_serializer=writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +617,60 @@ class ToolBroker:
             '/writ.v1.ToolBroker/GetPayment',
             writ_dot_v1_dot_tool__pb2.GetPaymentRequest.SerializeToString,
             writ_dot_v1_dot_tool__pb2.PayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HttpRequest(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/writ.v1.ToolBroker/HttpRequest',
+            writ_dot_v1_dot_tool__pb2.HttpRequestPart.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.HttpResponsePart.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/writ.v1.ToolBroker/Connect',
+            writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
+            writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
             options,
             channel_credentials,
             insecure,
