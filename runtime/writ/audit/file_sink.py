@@ -14,10 +14,18 @@ The file is opened O_DSYNC: a write returns once its data, and the file size tha
 it, are on disk; the guarantee of write followed by fdatasync, in one system call (one
 fewer wait for the GIL on the path every queued caller waits behind).
 
+``append`` chains and queues a record without waiting for it: the record of an operation
+with no effect outside the broker (a stat, a listing, a read). Its line is written by the
+next group commit, led by a ``record`` or ``sync`` caller or by the sink's flusher thread,
+which ``append`` wakes; since lines are written in chain order, a record made durable by
+``record`` or ``sync`` has every earlier record durable with it (DESIGN.md, "Audit").
+
 If a write fails, every queued record fails with AuditUnavailable (their callers must not
 act): the chain in memory goes back to the last durable record and the file is cut back to
-its last durable byte. If even that fails, the sink refuses every later record until the
-broker restarts: after a failed synchronous write the page cache cannot be trusted.
+its last durable byte. If even that fails, or the lost records include appended ones (whose
+operations were already answered), the sink refuses every later record until the broker
+restarts: after a failed synchronous write the page cache cannot be trusted, and an effect
+after a lost record would break the ordering rule.
 """
 
 from __future__ import annotations
@@ -55,6 +63,14 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _unchained(event: audit_pb2.AuditEvent) -> dict[str, object]:
+    """The event's canonical body without the fields the chain sets."""
+    body = canonical(event)
+    for name in _CHAIN_FIELDS:
+        body.pop(name, None)
+    return body
 
 
 class FileSink:
@@ -109,6 +125,11 @@ class FileSink:
         self._ended: dict[int, int] = {}  # epoch -> last durable seq when it ended
         self._broken: str | None = None  # set when the file can no longer be trusted
         self._last_error = ""
+        self._appended = 0               # last seq queued by append() (nobody waits for it)
+        self._flushed = threading.Condition(self._lock)  # every finished write: sync()
+        self._wake = threading.Condition(self._lock)     # the flusher: lines wait for it
+        self._flusher: threading.Thread | None = None
+        self._closing = False
         # Records since the last checkpoint in the log: close() signs them.
         last_cp = chain.checkpoints[-1].record_seq if chain.checkpoints else 0
         self._since_checkpoint = self._seq - last_cp
@@ -190,19 +211,65 @@ class FileSink:
         Raises:
             AuditUnavailable: it could not be made durable; the caller must not act.
         """
-        body = canonical(event)  # outside the lock: the costly part of serializing
-        for name in _CHAIN_FIELDS:
-            body.pop(name, None)
+        body = _unchained(event)  # outside the lock: the costly part of serializing
+        with self._lock:
+            self._queue_locked(event, body)
+            self._wait_durable_locked(event.seq, self._epoch, self._open)
+        return event
+
+    def append(self, event: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:
+        """Chain and queue the event, return it at once (seq and hashes set) without
+        waiting for the write: for an operation with no effect outside the broker. It is
+        durable no later than any record chained after it that ``record`` returned, and
+        than any ``sync`` that began after this call; the flusher writes it meanwhile.
+
+        Raises:
+            AuditUnavailable: the sink is broken.
+        """
+        body = _unchained(event)
+        with self._lock:
+            self._queue_locked(event, body)
+            self._appended = event.seq
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever,
+                                                 name="audit-flusher", daemon=True)
+                self._flusher.start()
+            elif not self._flushing:
+                self._wake.notify()  # a running write wakes it when it ends
+        return event
+
+    def sync(self) -> None:
+        """Return once every record chained so far is durable.
+
+        Raises:
+            AuditUnavailable: one of them could not be made durable.
+        """
         with self._lock:
             if self._broken is not None:
                 raise AuditUnavailable(self._broken)
-            self._append_locked(event, body, now_rfc3339())
-            mine, epoch, cond = event.seq, self._epoch, self._open
-            self._since_checkpoint += 1
-            if self._key is not None and self._every and self._since_checkpoint >= self._every:
-                self._checkpoint_locked()
-            self._wait_durable_locked(mine, epoch, cond)
-        return event
+            self._wait_durable_locked(self._seq, self._epoch, self._flushed)
+
+    def all_durable(self) -> bool:
+        """True when no chained record waits for its write (a hint, read without the lock:
+        False may be stale, True is exact for records this thread chained)."""
+        return self._durable >= self._seq
+
+    def _queue_locked(self, event: audit_pb2.AuditEvent, body: dict[str, object]) -> None:
+        if self._broken is not None:
+            raise AuditUnavailable(self._broken)
+        self._append_locked(event, body, now_rfc3339())
+        self._since_checkpoint += 1
+        if self._key is not None and self._every and self._since_checkpoint >= self._every:
+            self._checkpoint_locked()
+
+    def _flush_forever(self) -> None:
+        """The flusher thread: writes queued lines nobody waits for."""
+        with self._lock:
+            while not self._closing:
+                if self._pending and not self._flushing and self._broken is None:
+                    self._flush_locked()
+                else:
+                    self._wake.wait()
 
     def checkpoint(self) -> Checkpoint | None:
         """Append a signed checkpoint now if any record came since the last one (the
@@ -260,6 +327,9 @@ class FileSink:
             self._fail_locked(error)
             self._open.notify_all()  # chained on the failed batch: they fail too
         done.notify_all()
+        self._flushed.notify_all()
+        if self._pending:
+            self._wake.notify()  # appended while this write ran
         if error is None and checkpoint is not None:
             # Under the lock on purpose: sidecar writes stay in order, so an older
             # checkpoint never replaces a newer one. They are rare (every N records).
@@ -268,6 +338,9 @@ class FileSink:
     def _fail_locked(self, error: OSError) -> None:
         """Every queued record fails; go back to the last durable record."""
         self._last_error = f"{self.path}: {error.strerror or error}"
+        # Appended records are answered before they are durable: losing one means an
+        # operation happened unrecorded, so no later effect may happen (ordering rule).
+        lost_answered = self._appended > self._durable
         self._ended[self._epoch] = self._durable  # records up to here stand
         self._epoch += 1
         self._pending, self._pending_checkpoint = [], None
@@ -280,6 +353,10 @@ class FileSink:
         except OSError as exc:
             self._broken = (f"{self.path}: a write failed ({self._last_error}) and the file "
                             f"could not be cut back ({exc.strerror or exc}); restart the broker")
+        if lost_answered and self._broken is None:
+            self._broken = (f"{self.path}: a write failed ({self._last_error}) after the "
+                            "operations it recorded were answered; restart the broker")
+        if self._broken is not None:
             log.error("audit sink broken: %s", self._broken)
 
     def _publish(self, cp: Checkpoint) -> None:
@@ -290,11 +367,18 @@ class FileSink:
             log.error("could not write %s: %s", self.sidecar, exc)
 
     def close(self) -> None:
-        """A last checkpoint (when keyed and anything is unsigned), then release the file."""
+        """A last checkpoint (when keyed and anything is unsigned), every appended record
+        durable, then release the file."""
         try:
             self.checkpoint()
+            self.sync()
         except AuditUnavailable as err:
             log.error("no final audit checkpoint: %s", err.details)
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        if self._flusher is not None:
+            self._flusher.join()
         os.close(self._fd)
 
 

@@ -26,5 +26,14 @@ class MemorySink:
             self.events.append(event)
             return event
 
+    append = record  # nothing is durable here, so nothing waits
+
+    def sync(self) -> None:
+        if self.fail_with is not None:
+            raise AuditUnavailable(self.fail_with)
+
+    def all_durable(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass

@@ -23,6 +23,24 @@ class AuditSink(Protocol):
         """
         ...
 
+    def append(self, event: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:
+        """Assign seq, time and chain hashes and return at once: the record is durable no
+        later than the next record ``record`` makes durable, or the next ``sync``. Only for
+        operations with no effect outside the broker (DESIGN.md, "Audit").
+
+        Raises:
+            AuditUnavailable: the sink refuses records.
+        """
+        ...
+
+    def sync(self) -> None:
+        """Return once every record chained so far is durable. Raises AuditUnavailable."""
+        ...
+
+    def all_durable(self) -> bool:
+        """True when no chained record waits for its write (``sync`` would not wait)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -214,6 +214,9 @@ class ControlService(AuthorityService, PaymentsControl):
                 invocation_id=inv_id, container_id=container_id, warm=warm is not None,
                 launch_ms=(time.perf_counter() - t0) * 1000))
             outcome = await self._wait(inv, container_id, float(limits.timeout_s))
+            # The tool's output and logs leave the broker next: every record of what it
+            # did, reads whose records nobody waited for included, is durable first.
+            await b.sync()
             if capture_output or not outcome.ok:
                 logs = await asyncio.to_thread(b.launcher.logs, container_id)
                 if logs:

@@ -39,6 +39,10 @@ PIPE_METADATA = "writ-pipe"  # sent when a piped write is allowed and its pipe i
 READY_TIMEOUT_S = 30.0
 # One WriteFile message: up to 1 MiB of data plus its few header bytes.
 MAX_TOOL_MESSAGE = (1 << 20) + (16 << 10)
+# Operations with no effect outside the broker: their records are chained before the reply
+# but not waited for (the ordering rule in DESIGN.md, "Audit"). Anything else waits.
+NO_EFFECT = frozenset({"/writ.v1.ToolBroker/Stat", "/writ.v1.ToolBroker/ListDir",
+                       "/writ.v1.ToolBroker/ReadFile", "/writ.v1.ToolBroker/OpenFile"})
 
 
 @dataclass
@@ -144,7 +148,8 @@ class ToolService:
         # gets the narrower authority, never the invocation's original.
         authority: Authority = token.authority(self.inv.tool.manifest)
         return CallContext(authority, time.time(), self.broker.record, base,
-                           self.broker.budgets)
+                           self.broker.budgets,
+                           self.broker.append if method in NO_EFFECT else None)
 
     async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
         if self.inv.pooled and not _token_of(context):

@@ -175,6 +175,18 @@ class Broker:
         """Durably record (fsync) off the event loop. Raises AuditUnavailable."""
         return await asyncio.to_thread(self.sink.record, ev)
 
+    def append(self, ev: audit_pb2.AuditEvent) -> audit_pb2.AuditEvent:
+        """Chain a record of an operation with no effect outside the broker, on the event
+        loop and without waiting for its write (the ordering rule in DESIGN.md, "Audit":
+        it is durable before any later effect). Raises AuditUnavailable."""
+        return self.sink.append(ev)
+
+    async def sync(self) -> None:
+        """Return once every record chained so far is durable: before anything a tool
+        produced leaves the broker. Free when nothing waits. Raises AuditUnavailable."""
+        if not self.sink.all_durable():
+            await asyncio.to_thread(self.sink.sync)
+
     async def allow(self, ev: audit_pb2.AuditEvent) -> None:
         ev.decision, ev.status = audit_pb2.ALLOW, "OK"
         await self.record(ev)

@@ -14,6 +14,9 @@ from ..errors import BrokerError
 
 # Durably records one event and returns it with seq and hashes; raises AuditUnavailable.
 Recorder = Callable[[audit_pb2.AuditEvent], Awaitable[audit_pb2.AuditEvent]]
+# Chains one event without waiting for its write (durable before any later effect: the
+# ordering rule in DESIGN.md, "Audit"); raises AuditUnavailable.
+Appender = Callable[[audit_pb2.AuditEvent], audit_pb2.AuditEvent]
 
 
 @dataclass
@@ -23,6 +26,9 @@ class CallContext:
     record: Recorder
     base: audit_pb2.AuditEvent  # actor, method, token, grant, tool, invocation filled in
     budgets: Budgets
+    # Set only for operations with no effect outside the broker (stat, list, read): their
+    # records are chained before the reply but not waited for.
+    append: Appender | None = None
 
     def event(self, operation: str, target: str) -> audit_pb2.AuditEvent:
         ev = audit_pb2.AuditEvent()
@@ -33,7 +39,8 @@ class CallContext:
     async def record_decision(self, ev: audit_pb2.AuditEvent, decision: Decision,
                               nbytes: int = 0) -> None:
         """Record, then the caller acts (or raises). Raises AuditUnavailable if the
-        record cannot be written, so nothing happens unrecorded."""
+        record cannot be written (or chained, for a ``append`` context), so nothing
+        happens unrecorded."""
         ev.decision = audit_pb2.ALLOW if decision.allowed else audit_pb2.DENY
         ev.reason, ev.rule, ev.bytes = decision.reason, decision.rule, nbytes
         ev.status = "OK" if decision.allowed else "PERMISSION_DENIED"
@@ -51,7 +58,16 @@ class CallContext:
         failed.bytes = 0
         await self.record_error(failed, err)
 
+    async def record_event(self, ev: audit_pb2.AuditEvent) -> None:
+        """Record an outcome the caller filled in itself (decision, status, reason)."""
+        await self._durably(ev)
+
     async def _durably(self, ev: audit_pb2.AuditEvent) -> None:
+        if self.append is not None:
+            # No effect outside the broker: chained now (so before the reply), durable
+            # before any later effect; no thread hop, no wait for the disk.
+            self.append(ev)
+            return
         # Shielded: gRPC cancels a handler whose caller went away (a tool that died or
         # sent an oversized message), and a cancelled thread-pool job that had not started
         # would silently drop the record. Once begun, a record is always written.
