@@ -73,6 +73,10 @@ _ROWS = [
            "create or credit an account of the embedded ledger"),
     Method("Control", "ListAccounts", "operator", "ledger.list", False,
            "accounts and balances; reads only"),
+    Method("ToolBroker", "Ops", "tool", "tool.ops", True,
+           "one stream per invocation: each Stat, ListDir, OpenFile, MakeDir, Delete or "
+           "Rename on it is checked, recorded and answered as by its unary method",
+           client_streaming=True),
 ]
 
 METHODS: dict[str, Method] = {m.full_name: m for m in _ROWS}
