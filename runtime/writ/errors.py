@@ -89,6 +89,17 @@ class ResourceExhausted(BrokerError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class DeadlineExceeded(BrokerError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class UpstreamFailed(BrokerError):
+    """A mediated network request could not be completed: the server could not be
+    reached, or answered with something that is not HTTP."""
+
+    code = "UNAVAILABLE"
+
+
 class AuditUnavailable(BrokerError):
     """The audit record could not be written, so the operation is refused."""
 

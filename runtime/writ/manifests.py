@@ -115,7 +115,7 @@ def check_grant(g: caps.Grant, what: str = "grant") -> None:
             raise ManifestInvalid(f"{what}.tools[{i}].name: {rule.name!r} is not a tool name")
         rulecheck.check_args(rule, f"{what}.tools[{i}]")
     _check_file_rules(g.files, what, need_workspace=True)
-    rulecheck.check_net(g.net, what)
+    rulecheck.check_net(g.net, what, grant=True)
     rulecheck.check_pay(g.pay, what)
     _check_limits(g.limits, what)
     if g.expires_at and g.not_before and g.expires_at <= g.not_before:

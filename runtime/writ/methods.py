@@ -63,6 +63,13 @@ _ROWS = [
            "exactly once per grant and idempotency key; reserve, record, transfer, record"),
     Method("ToolBroker", "GetPayment", "tool", "pay.get", False,
            "an earlier payment of this grant by its key; reads only"),
+    Method("ToolBroker", "HttpRequest", "tool", "net.request", True,
+           "decide, resolve and pin (special addresses only by IP literal), add secrets, "
+           "record, then connect; redirects re-checked per hop; net.response records the "
+           "outcome", client_streaming=True),
+    Method("ToolBroker", "Connect", "tool", "net.connect", True,
+           "CONNECT rule on an https host; the ClientHello's server name must be that host; "
+           "pinned address; bytes and time bounded", client_streaming=True),
     Method("Control", "ListApprovals", "operator", "pay.approval.list", False,
            "payments held for a person; reads only"),
     Method("Control", "Approve", "operator", "pay.approval.approve", False,
@@ -73,6 +80,12 @@ _ROWS = [
            "create or credit an account of the embedded ledger"),
     Method("Control", "ListAccounts", "operator", "ledger.list", False,
            "accounts and balances; reads only"),
+    Method("Control", "PutSecret", "operator", "secret.put", False,
+           "stores a value grants may attach to requests; never returned"),
+    Method("Control", "ListSecrets", "operator", "secret.list", False,
+           "names, dates and lengths; reads only"),
+    Method("Control", "DeleteSecret", "operator", "secret.delete", False,
+           "requests whose grant attaches it are refused from then on"),
     Method("ToolBroker", "Ops", "tool", "tool.ops", True,
            "one stream per invocation: each Stat, ListDir, OpenFile, MakeDir, Delete or "
            "Rename on it is checked, recorded and answered as by its unary method",

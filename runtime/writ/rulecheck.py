@@ -3,10 +3,8 @@ after strict schema parsing). Each error names the offending field."""
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
-import socket
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -14,14 +12,20 @@ from google.protobuf import struct_pb2
 from ._proto import capabilities_pb2 as caps
 from .core.matchers import MAX_PATTERN
 from .errors import ManifestInvalid
+from .net.hosts import host_problem
 
 MAX_REGEX = MAX_PATTERN
 MAX_AMOUNT = 10**15  # minor units; far above any real payment, far below int64 overflow
-HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+# CONNECT grants an opaque TLS tunnel to the host (every method and path inside it).
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT"}
+SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+# Headers the broker itself sets for the connection; a secret may not take their place.
+RESERVED_HEADERS = {"host", "connection", "content-length", "transfer-encoding", "te",
+                    "upgrade", "keep-alive", "proxy-authorization", "proxy-connection",
+                    "trailer"}
 SCHEMES = {"http", "https"}
-HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 CURRENCY = re.compile(r"[A-Z]{3}")
-NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # a last label URL parsers read as IPv4
 # Wildcards must sit below a registrable domain. Without the full public-suffix list we
 # refuse one-label suffixes ("*.com") and these common two-label public suffixes.
 # SECURITY LIMITATION: a rarer multi-label public suffix ("*.pvt.k12.ma.us") is not caught.
@@ -94,45 +98,20 @@ def check_args(rule: caps.ToolRule, field: str) -> None:
 
 
 def check_host(host: str, field: str) -> None:
-    if not host:
-        raise ManifestInvalid(f"{field}: empty host")
-    if host != host.lower():
-        raise ManifestInvalid(f"{field}: {host!r} must be lower case")
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        ip = None
-    if ip is not None:
-        # Requests carry the bare address ("::1", never "[::1]"): only that form can match.
-        if str(ip) != host:
-            raise ManifestInvalid(f"{field}: IP literal {host!r} is not in canonical form "
-                                  f"({ip})")
-        return
-    wildcard = host.startswith("*.")
-    labels = (host[2:] if wildcard else host).split(".")
-    if NUMERIC_LABEL.fullmatch(labels[-1]):
-        # URL parsers and inet_aton read "127.1", "0x7f.0.0.1" or "2130706433" as an IPv4
-        # address: such a rule would grant an address under a spelling reviewers miss.
-        try:
-            ip = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            raise ManifestInvalid(f"{field}: {host!r} ends in a number but is not an IP "
-                                  "address") from None
-        raise ManifestInvalid(f"{field}: IP literal {host!r} is not in canonical form ({ip})")
-    for label in labels:
-        if not HOST_LABEL.fullmatch(label):
-            raise ManifestInvalid(f"{field}: {host!r} is not a host name (label {label!r}); "
-                                  "use ASCII (IDNA) and an explicit '*.' prefix for wildcards")
-    if wildcard:
-        suffix = ".".join(labels)
-        if len(labels) < 2 or suffix in TWO_LABEL_SUFFIXES:
+    problem = host_problem(host, wildcard_ok=True)
+    if problem:
+        raise ManifestInvalid(f"{field}: {problem}")
+    if host.startswith("*."):
+        labels = host[2:].split(".")
+        if len(labels) < 2 or host[2:] in TWO_LABEL_SUFFIXES:
             raise ManifestInvalid(f"{field}: wildcard {host!r} covers a public suffix; name "
                                   "a registrable domain, e.g. '*.example.com'")
 
 
-def check_net(rules: Any, where: str) -> None:
+def check_net(rules: Any, where: str, grant: bool = False) -> None:
     for i, rule in enumerate(rules):
         field = f"{where}.net[{i}]"
+        _check_secrets(rule, field, grant)
         if not rule.schemes:
             raise ManifestInvalid(f"{field}.schemes: empty; an empty list grants nothing")
         for s in rule.schemes:
@@ -154,6 +133,26 @@ def check_net(rules: Any, where: str) -> None:
             if not p.startswith("/") or "/../" in p + "/" or "\x00" in p:
                 raise ManifestInvalid(f"{field}.path_prefixes: {p!r} must start with '/' and "
                                       "contain no '..' segment")
+
+
+def _check_secrets(rule: Any, field: str, grant: bool) -> None:
+    if rule.secrets and not grant:
+        raise ManifestInvalid(f"{field}.secrets: a manifest cannot attach secrets; a grant "
+                              "does")
+    if rule.secrets and set(rule.schemes) != {"https"}:
+        raise ManifestInvalid(f"{field}.secrets: secrets travel only over https; set "
+                              "schemes to [https]")
+    for j, sec in enumerate(rule.secrets):
+        sf = f"{field}.secrets[{j}]"
+        if not SECRET_NAME.fullmatch(sec.secret):
+            raise ManifestInvalid(f"{sf}.secret: {sec.secret!r} is not a secret name "
+                                  "(1..64 of a-z 0-9 _ . -)")
+        if not HEADER_NAME.fullmatch(sec.header) or sec.header.lower() in RESERVED_HEADERS:
+            raise ManifestInvalid(f"{sf}.header: {sec.header!r} is not a header a secret "
+                                  "may fill")
+        if not sec.path_prefix.startswith("/"):
+            raise ManifestInvalid(f"{sf}.path_prefix: {sec.path_prefix!r} must start with "
+                                  "'/'")
 
 
 def check_pay(rules: Any, where: str) -> None:

@@ -1,4 +1,5 @@
-"""The broker's embedded state: one SQLite file (tools, invocations, keys)."""
+"""The broker's embedded state: one SQLite file, mode 0600 (tools, invocations, root keys,
+and the secrets grants may attach to network requests)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ CREATE TABLE IF NOT EXISTS invocations (
   id TEXT PRIMARY KEY, tool TEXT NOT NULL, token_id TEXT NOT NULL, grant_id TEXT NOT NULL,
   container_id TEXT, status TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
   error TEXT);
+CREATE TABLE IF NOT EXISTS secrets (
+  name TEXT PRIMARY KEY, value BLOB NOT NULL, created_at TEXT NOT NULL);
 """
 
 
@@ -104,6 +107,34 @@ class State:
     def revoked(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT block_id FROM revocations")}
+
+    # -- secrets -------------------------------------------------------------------------
+    # SECURITY LIMITATION: values are stored unencrypted in this 0600 file, beside the root
+    # keys; whoever reads it can already mint tokens.
+    def put_secret(self, name: str, value: bytes) -> tuple[str, str, int]:
+        created = now_rfc3339()
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?, ?)",
+                             (name, value, created))
+        return name, created, len(value)
+
+    def secret(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def list_secrets(self) -> list[tuple[str, str, int]]:
+        """(name, created, length) of each stored secret; never a value."""
+        with self._lock:
+            return [(r[0], r[1], int(r[2])) for r in self._db.execute(
+                "SELECT name, created_at, length(value) FROM secrets ORDER BY name")]
+
+    def delete_secret(self, name: str) -> tuple[str, str, int] | None:
+        with self._lock:
+            row = self._db.execute("SELECT created_at, length(value) FROM secrets WHERE name=?",
+                                   (name,)).fetchone()
+            self._db.execute("DELETE FROM secrets WHERE name=?", (name,))
+        return (name, row[0], int(row[1])) if row else None
 
     # -- tools ---------------------------------------------------------------------------
     def put_tool(self, manifest: caps.Manifest, image_id: str) -> ToolRecord:

@@ -16,7 +16,7 @@ from writ.errors import ManifestInvalid
 from writ.manifests import load_yaml, parse_grant, parse_manifest
 from writ.rulecheck import MAX_AMOUNT, MAX_REGEX
 
-METHODS = "['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']"
+METHODS = "['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT']"
 HOSTNAME_HINT = "use ASCII (IDNA) and an explicit '*.' prefix for wildcards"
 SUFFIX_HINT = "name a registrable domain, e.g. '*.example.com'"
 UNBOUNDED = f"must be between 1 and {MAX_AMOUNT} minor units (unbounded amounts are refused)"
@@ -208,8 +208,8 @@ NET_ROWS: list[tuple[str, dict[str, str], str]] = [
     # methods
     ("methods-empty", {"methods": "[]"}, "methods: empty; an empty list grants nothing"),
     ("method-lower", {"methods": "[get]"}, f"methods: 'get' is not one of {METHODS}"),
-    ("method-unknown", {"methods": "[GET, CONNECT]"},
-     f"methods: 'CONNECT' is not one of {METHODS}"),
+    ("method-unknown", {"methods": "[GET, TRACE]"},
+     f"methods: 'TRACE' is not one of {METHODS}"),
     ("method-star", {"methods": "['*']"}, f"methods: '*' is not one of {METHODS}"),
     # path prefixes
     ("prefixes-empty", {"path_prefixes": "[]"}, "path_prefixes: empty; use '/' for every path"),

@@ -7,23 +7,20 @@ import json
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .._proto import capabilities_pb2 as caps
 from .._proto import control_pb2
 from ..budgets import amounts, exhausted_reason
 from ..core.describe import describe
 from ..core.paths import clean_relpath
-from ..core.policy import FileAccess, NetRequest, Operation, Payment, ToolCall, decide
+from ..core.policy import FileAccess, Operation, Payment, ToolCall, decide
 from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, InvalidArgument, ToolNotFound
+from ..mediators.net import net_request
 from ..state import ToolRecord
 
 if TYPE_CHECKING:
     from .server import Broker
-
-DEFAULT_PORTS = {"https": 443, "http": 80}
-
 
 def token_ids(text: str) -> tuple[str, str]:
     """(token id, grant id) of a token for audit records, ("", "") if it does not parse."""
@@ -32,32 +29,6 @@ def token_ids(text: str) -> tuple[str, str]:
     except BrokerError:
         return "", ""
     return u.token_id, u.grant_id
-
-
-def net_request(method: str, url: str) -> NetRequest:
-    """A NetRequest from a method and an absolute http(s) URL.
-
-    Raises:
-        InvalidArgument: not http(s), userinfo present, no host, a bad port or host name.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidArgument(f"malformed URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise InvalidArgument(f"URL scheme must be http or https, not {parts.scheme!r}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidArgument("URLs with user information are refused")
-    if not parts.hostname:
-        raise InvalidArgument(f"URL {url!r} has no host")
-    try:
-        host = parts.hostname.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise InvalidArgument(f"host {parts.hostname!r} is not a valid name") from None
-    return NetRequest(scheme, host, port or DEFAULT_PORTS[scheme], method.upper(),
-                      parts.path or "/")
 
 
 def _operation(req: control_pb2.ExplainRequest, tool: ToolRecord | None) -> Operation:

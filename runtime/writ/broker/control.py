@@ -19,6 +19,7 @@ from ..core.tokens import UnverifiedToken, bind, mint
 from ..errors import (
     BrokerError,
     CaveatUnmet,
+    FailedPrecondition,
     InvalidArgument,
     LaunchFailed,
     PermissionDenied,
@@ -27,6 +28,7 @@ from ..errors import (
 )
 from ..launcher import Launched, effective_limits
 from ..manifests import check_grant, check_manifest
+from ..net.control import SecretsControl
 from ..payments.control import PaymentsControl
 from ..security.signing import registration_detail
 from ..state import ToolRecord
@@ -90,7 +92,7 @@ async def _launched_anyway(launch: asyncio.Future[Launched]) -> str:
     return launch.result().container_id
 
 
-class ControlService(AuthorityService, PaymentsControl):
+class ControlService(AuthorityService, PaymentsControl, SecretsControl):
     def __init__(self, broker: Broker) -> None:
         self.b = broker
 
@@ -120,6 +122,11 @@ class ControlService(AuthorityService, PaymentsControl):
             grant = caps.Grant()
             grant.CopyFrom(req.grant)
             check_grant(grant)
+            missing = sorted({sec.secret for r in grant.net for sec in r.secrets
+                              if self.b.state.secret(sec.secret) is None})
+            if missing:
+                raise FailedPrecondition(f"grant attaches secret(s) {missing} the broker does "
+                                         "not hold; store them first (`writ secrets set`)")
             unknown = {r.workspace for r in grant.files} - set(self.b.workspaces.names())
             if unknown:
                 raise InvalidArgument(f"grant names unknown workspace(s) {sorted(unknown)}; this "

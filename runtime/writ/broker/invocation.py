@@ -23,6 +23,7 @@ from ..core.tokens import UnverifiedToken
 from ..errors import BrokerError, FailedPrecondition
 from ..launcher._spec import SOCKET_NAME, TOOL_USER
 from ..mediators import files, files_tree, files_write
+from ..mediators import net as net_mediator
 from ..mediators import payments as payments_mediator
 from ..mediators._context import CallContext
 from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
@@ -240,6 +241,18 @@ class ToolService:
                          context: Any) -> tool_pb2.PayResponse:
         ctx = await self._context(context, "/writ.v1.ToolBroker/GetPayment")
         return await payments_mediator.get_payment(ctx, self.broker.ledger, req)
+
+    async def HttpRequest(self, parts: AsyncIterator[tool_pb2.HttpRequestPart],
+                          context: Any) -> AsyncIterator[tool_pb2.HttpResponsePart]:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/HttpRequest")
+        async for part in net_mediator.http_request(ctx, self.broker.net, parts):
+            yield part
+
+    async def Connect(self, parts: AsyncIterator[tool_pb2.TunnelPart],
+                      context: Any) -> AsyncIterator[tool_pb2.TunnelPart]:
+        ctx = await self._context(context, "/writ.v1.ToolBroker/Connect")
+        async for part in net_mediator.tunnel(ctx, self.broker.net, parts):
+            yield part
 
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         """A request that did not parse: check the token, record the refusal, raise it."""

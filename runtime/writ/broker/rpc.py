@@ -6,8 +6,9 @@ incident id; its traceback goes to the broker's log, never to the wire.
 
 A request that does not parse (bad protobuf, invalid UTF-8 in a string field) is answered
 INVALID_ARGUMENT, not UNKNOWN; a servicer with a ``refuse_malformed(row, context, err)``
-coroutine records it first. In a client stream, the bad message raises InvalidArgument
-where the handler reads it, so the handler's own error path records it.
+coroutine records it first. In a client stream (also a bidirectional one), the bad message
+raises InvalidArgument where the handler reads it, so the handler's own error path records
+it.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def _wrap_unary(fn: Callable[[Any, Any], Awaitable[Any]], refuse: Refuse,
     return handler
 
 
-def _wrap_stream(fn: Callable[[Any, Any], AsyncIterator[Any]], refuse: Refuse) -> Any:
+def _wrap_stream(fn: Callable[[Any, Any], AsyncIterator[Any]], refuse: Refuse,
+                 client_streaming: bool = False) -> Any:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            if isinstance(request, Malformed):
+            if client_streaming:
+                request = _checked(request)
+            elif isinstance(request, Malformed):
                 await refuse(request, context)
             async for item in fn(request, context):
                 yield item
@@ -120,8 +124,9 @@ def generic_handler(service: str, servicer: object,
         fn = getattr(servicer, row.name)
         refuse = _refuser(servicer, row)
         if row.streaming and row.client_streaming:
-            raise ValueError(f"{row.full_name}: bidirectional streaming is not supported")
-        if row.streaming:
+            make = grpc.stream_stream_rpc_method_handler
+            wrapped = _wrap_stream(fn, refuse, client_streaming=True)
+        elif row.streaming:
             make, wrapped = grpc.unary_stream_rpc_method_handler, _wrap_stream(fn, refuse)
         elif row.client_streaming:
             make = grpc.stream_unary_rpc_method_handler

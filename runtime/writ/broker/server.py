@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevok
 from ..launcher import Launcher
 from ..mediators._denylist import check_glob
 from ..mediators._workspaces import DEFAULT_MAX_WRITE_BYTES, Workspaces
+from ..mediators.net import DEFAULT_TIMEOUT_S, NetDeps
 from ..mediators.payments import recover as recover_payments
+from ..net.hosts import AddressPolicy, Lookup, Resolver
 from ..payments import Ledger
 from ..security.signing import Pinning
 from ..state import State
@@ -70,6 +73,13 @@ class BrokerConfig:
     # (name, minor units, currency) when absent; an existing account is left as it is.
     payer: str = "user"
     accounts: list[tuple[str, int, str]] = field(default_factory=list)
+    # Mediated network: extra CA certificates the broker trusts for https (PEM), names
+    # answered without DNS (like /etc/hosts), the default time limit of one request, and
+    # (tests only) a lookup function consulted before DNS.
+    net_ca_file: Path | None = None
+    net_hosts: dict[str, list[str]] = field(default_factory=dict)
+    net_timeout_s: float = DEFAULT_TIMEOUT_S
+    net_lookup: Lookup | None = None
 
     @property
     def control_socket(self) -> Path:
@@ -100,6 +110,13 @@ class BrokerConfig:
                 raise InvalidArgument(f"workspace {name!r}: {path} is not a directory")
 
 
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
 class Broker:
     def __init__(self, config: BrokerConfig, docker_client: Any = None,
                  sink: AuditSink | None = None) -> None:
@@ -127,6 +144,8 @@ class Broker:
         self.workspaces = Workspaces(config.workspaces, config.deny_globs,
                                      config.max_write_bytes,
                                      journal=config.state_dir / "pending-writes")
+        self.net = NetDeps(Resolver(AddressPolicy(), self._net_lookup), self.state.secret,
+                           _tls_context(config.net_ca_file), config.net_timeout_s)
         self._servers: list[grpc.aio.Server] = []
         self._background: set[asyncio.Task[None]] = set()
         self.pool = WarmPool(self, config.warm_per_tool)
@@ -153,6 +172,13 @@ class Broker:
             if hit is not None:
                 raise TokenRevoked(f"token revoked (block {hit})")
         return unverified, token
+
+    def _net_lookup(self, host: str) -> list[str] | None:
+        if self.config.net_lookup is not None:
+            found = self.config.net_lookup(host)
+            if found is not None:
+                return found
+        return self.config.net_hosts.get(host)
 
     def forget_token(self, text: str) -> None:
         """Drop a token that can never be presented again (bound to an ended invocation)

@@ -92,6 +92,12 @@ def _net_within(c: caps.NetRule, p: caps.NetRule) -> str:
         return "max_requests exceeds the parent's"
     if not _cap_within(c.max_bytes, p.max_bytes):
         return "max_bytes exceeds the parent's"
+    if not _cap_within(c.timeout_seconds, p.timeout_seconds):
+        return "timeout_seconds exceeds the parent's"
+    for sec in c.secrets:
+        if not any(sec.secret == ps.secret and sec.header.lower() == ps.header.lower() and
+                   sec.path_prefix.startswith(ps.path_prefix) for ps in p.secrets):
+            return f"adds or widens secret {sec.secret!r}"
     return ""
 
 

@@ -103,6 +103,11 @@ class Decision(NamedTuple):
     max_bytes: int = 0        # for reads: the tightest byte cap of the matching rules (0: none)
     charges: tuple[Charge, ...] = ()
     needs_approval: bool = False
+    # Network only: the smallest per-request time limit of the matching rules (0: the
+    # broker default) and the secrets the innermost grant layer's rule attaches to this
+    # request, as (header, secret name) pairs.
+    timeout_s: int = 0
+    secrets: tuple[tuple[str, str], ...] = ()
 
     def raise_if_denied(self) -> None:
         if not self.allowed:
@@ -237,6 +242,7 @@ def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
     spoke_grant = False
     tightest = 0
     approval = False
+    secrets: tuple[tuple[str, str], ...] = ()
     for layer in authority.layers:
         rules = getattr(layer, kind)
         if rules is None:
@@ -263,6 +269,13 @@ def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
         elif kind == "pay":
             approval = approval or rule.approval_always or (
                 0 < rule.approval_above < op.amount)
+        elif kind == "net":
+            if rule.timeout_seconds and (tightest == 0 or rule.timeout_seconds < tightest):
+                tightest = rule.timeout_seconds
+            if not in_manifest:
+                # Innermost grant layer wins: attenuation never adds or widens a secret.
+                secrets = tuple((s.header, s.secret) for s in rule.secrets
+                                if op.path.startswith(s.path_prefix))
         if not in_manifest:
             spoke_grant = True
             rid = rule.id or f"{layer.name}.{kind}[{hit}]"
@@ -276,6 +289,8 @@ def _decide_kind(authority: Authority, op: Any, kind: str, match: Matcher,
     reason = f"{op.describe()} allowed by {deciding}"
     if approval:
         reason += " (needs a person's approval)"
+    if kind == "net":
+        return Decision(True, reason, deciding, 0, tuple(charges), False, tightest, secrets)
     return Decision(True, reason, deciding, tightest, tuple(charges), approval)
 
 
