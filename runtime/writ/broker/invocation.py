@@ -29,6 +29,7 @@ from ..mediators._context import CallContext
 from ..mediators._fdpass import FD_SOCKET_NAME, DescriptorDesk
 from ..methods import Method
 from ..state import ToolRecord
+from . import ops
 from .pool import make_socket_dir
 from .rpc import generic_handler
 
@@ -117,6 +118,8 @@ class ToolService:
         self.broker = broker
 
     async def _ready(self) -> None:
+        if self.inv.ready.is_set():
+            return  # the common case: no timer task for every operation
         try:
             await asyncio.wait_for(self.inv.ready.wait(), READY_TIMEOUT_S)
         except TimeoutError:
@@ -253,6 +256,11 @@ class ToolService:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Connect")
         async for part in net_mediator.tunnel(ctx, self.broker.net, parts):
             yield part
+
+    async def Ops(self, requests: AsyncIterator[tool_pb2.OpRequest],
+                  context: Any) -> AsyncIterator[tool_pb2.OpReply]:
+        async for reply in ops.serve(self, requests, context):
+            yield reply
 
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         """A request that did not parse: check the token, record the refusal, raise it."""
