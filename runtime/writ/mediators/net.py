@@ -7,8 +7,8 @@
                  for: record the hop's outcome, build the next hop, loop] -> stream the
                  body back (secret values redacted, bytes charged) -> record net.response.
     Connect:     open(host, port) -> decide CONNECT https://host:port/ -> resolve and pin
-                 -> read the ClientHello, its server name must be the host -> reserve ->
-                 record ALLOW -> dial the pinned address -> relay both ways (bytes
+                 -> reserve -> answer `open` -> read the ClientHello, its server name must
+                 be the host -> record ALLOW -> dial the pinned address -> relay both ways (bytes
                  charged, time bounded) -> record net.response.
 
 Denials and bad input are recorded with the reason and nothing is sent. Secret values
@@ -557,6 +557,10 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
     limit = hop.decision.timeout_s or deps.default_timeout_s
     deadline = loop.time() + limit
     meter = ByteMeter(ctx, hop.decision.charges)
+    # Host and port pass: the client may now send its ClientHello (a proxy answers its
+    # CONNECT with 200 at this point). Nothing is dialled until the server name passes too.
+    yield tool_pb2.TunnelPart(open=tool_pb2.TunnelOpen(host=host, port=req.port,
+                                                       address=str(hop.address)))
     try:
         hello = await _within(deadline, _client_hello(parts, host))
     except TimeoutError:
@@ -576,8 +580,6 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
         # A tool-side failure (budget, bad message) closes the server side, ending the read.
         pump.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
                                else upstream.close())
-        yield tool_pb2.TunnelPart(open=tool_pb2.TunnelOpen(host=host, port=req.port,
-                                                           address=str(hop.address)))
         while data := await _within(deadline, reader.read(256 << 10)):
             meter.take(len(data))
             received += len(data)

@@ -5,11 +5,12 @@
     def main(args: dict) -> dict:
         return {"text": files.read_text(args["path"])}
 
-The container has no network and no host files; every file access is a call on the
-invocation's broker socket, checked against the invocation's token.
+The container has no network and no host files; every file access, HTTP request
+(``net.fetch``) and payment is a call on the invocation's broker socket, checked against the
+invocation's token.
 """
 
-from . import files, pay
+from . import files, net, pay
 from ._broker import (
     AlreadyExists,
     BrokerDenied,
@@ -27,5 +28,6 @@ __all__ = [
            "NotFound",
            "PermissionDenied",
            "files",
+           "net",
            "pay",
 ]

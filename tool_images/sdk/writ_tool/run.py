@@ -1,7 +1,9 @@
 """Entrypoint of every tool container: ``python3 -m writ_tool.run /opt/tool/tool.py``.
 
-Protocol: ask the broker for the input (Start), call the tool's ``main(input)``, send the
-JSON result or the error (Finish). Exit 0 on success, 1 when the tool failed.
+Protocol: ask the broker for the input (Start), start the loopback forwarder that
+HTTP_PROXY/HTTPS_PROXY point at (for programs that do not use ``writ_tool.net``), call the
+tool's ``main(input)``, send the JSON result or the error (Finish). Exit 0 on success, 1
+when the tool failed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import traceback
 
 from ._broker import BrokerError, connection
 from ._proto import tool_pb2
+from .proxy import Forwarder
 
 
 def _load_main(path: str):  # type: ignore[no-untyped-def]
@@ -39,6 +42,7 @@ def run(path: str) -> int:
     if start.token:
         conn.use_token(start.token)
     try:
+        Forwarder().start().export()
         if load_error is not None:
             raise load_error
         output = main(json.loads(start.input_json or "{}"))
