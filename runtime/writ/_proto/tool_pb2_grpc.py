@@ -104,11 +104,6 @@ class ToolBrokerStub:
                 request_serializer=writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
                 response_deserializer=writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
                 _registered_method=True)
-        self.Ops = channel.stream_stream(
-                '/writ.v1.ToolBroker/Ops',
-                request_serializer=writ_dot_v1_dot_tool__pb2.OpRequest.SerializeToString,
-                response_deserializer=writ_dot_v1_dot_tool__pb2.OpReply.FromString,
-                _registered_method=True)
 
 
 class ToolBrokerServicer:
@@ -224,16 +219,6 @@ class ToolBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Ops(self, request_iterator, context):
-        """One long-lived stream per invocation for small operations, cheaper than a unary call
-        each: one reply per request, in order, each with exactly the checks, audit record and
-        status of the unary method it names (the token in the stream's metadata is checked
-        again for every request). A request that does not parse ends the stream.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_ToolBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,11 +291,6 @@ def add_ToolBrokerServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
                     response_serializer=writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
-            ),
-            'Ops': grpc.stream_stream_rpc_method_handler(
-                    servicer.Ops,
-                    request_deserializer=writ_dot_v1_dot_tool__pb2.OpRequest.FromString,
-                    response_serializer=writ_dot_v1_dot_tool__pb2.OpReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -691,33 +671,6 @@ class ToolBroker:
             '/writ.v1.ToolBroker/Connect',
             writ_dot_v1_dot_tool__pb2.TunnelPart.SerializeToString,
             writ_dot_v1_dot_tool__pb2.TunnelPart.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Ops(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/writ.v1.ToolBroker/Ops',
-            writ_dot_v1_dot_tool__pb2.OpRequest.SerializeToString,
-            writ_dot_v1_dot_tool__pb2.OpReply.FromString,
             options,
             channel_credentials,
             insecure,
