@@ -86,10 +86,6 @@ _ROWS = [
            "names, dates and lengths; reads only"),
     Method("Control", "DeleteSecret", "operator", "secret.delete", False,
            "requests whose grant attaches it are refused from then on"),
-    Method("ToolBroker", "Ops", "tool", "tool.ops", True,
-           "one stream per invocation: each Stat, ListDir, OpenFile, MakeDir, Delete or "
-           "Rename on it is checked, recorded and answered as by its unary method",
-           client_streaming=True),
 ]
 
 METHODS: dict[str, Method] = {m.full_name: m for m in _ROWS}
