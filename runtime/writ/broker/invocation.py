@@ -71,6 +71,7 @@ class Invocation:
     bound_token: str = ""      # handed to the tool in the Start reply
     pooled: bool = False       # a warm container: its socket dir already exists
     desk: DescriptorDesk | None = None  # hands checked read descriptors to the tool
+    ops: ops.OpsServer | None = None    # small operations as frames on ops.sock
 
     @property
     def socket_path(self) -> Path:
@@ -83,11 +84,13 @@ class Invocation:
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_TOOL_MESSAGE),
             ("grpc.max_concurrent_streams", 16)])
+        service = ToolService(self, broker)
         self.server.add_generic_rpc_handlers(
-            [generic_handler("ToolBroker", ToolService(self, broker), ("tool",))])
+            [generic_handler("ToolBroker", service, ("tool",))])
         # Bound under a staging name and renamed into place last, owned and mode-set: a
         # tool that waits for the socket's name (a warm-pool container) must never find a
-        # root-owned socket it cannot connect to, nor one whose descriptor desk is missing.
+        # root-owned socket it cannot connect to, nor one whose descriptor desk or ops
+        # socket is missing.
         staged = self.socket_dir / f".{SOCKET_NAME}"
         self.server.add_insecure_port(f"unix:{staged}")
         await self.server.start()
@@ -95,11 +98,16 @@ class Invocation:
         os.chmod(staged, 0o600)
         self.desk = DescriptorDesk(self.socket_dir / FD_SOCKET_NAME)
         await self.desk.start(uid, gid)
+        self.ops = ops.OpsServer(self.socket_dir / ops.OPS_SOCKET_NAME, service,
+                                 TOKEN_METADATA)
+        await self.ops.start(uid, gid)
         os.rename(staged, self.socket_path)
 
     async def close(self, broker: Broker) -> None:
         if self.server is not None:
             await self.server.stop(grace=None)
+        if self.ops is not None:
+            await self.ops.close()
         broker.forget_token(self.bound_token)
         if self.desk is not None:
             await self.desk.close()
@@ -256,11 +264,6 @@ class ToolService:
         ctx = await self._context(context, "/writ.v1.ToolBroker/Connect")
         async for part in net_mediator.tunnel(ctx, self.broker.net, parts):
             yield part
-
-    async def Ops(self, requests: AsyncIterator[tool_pb2.OpRequest],
-                  context: Any) -> AsyncIterator[tool_pb2.OpReply]:
-        async for reply in ops.serve(self, requests, context):
-            yield reply
 
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         """A request that did not parse: check the token, record the refusal, raise it."""
