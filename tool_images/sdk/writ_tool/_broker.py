@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import select
+import socket
+import struct
+import threading
 import time
 from typing import Any
 
 import grpc
 
-from ._proto import tool_pb2_grpc
+from ._proto import tool_pb2, tool_pb2_grpc
 
 SOCKET_ENV = "WRIT_SOCKET"
 TOKEN_ENV = "WRIT_TOKEN"
@@ -60,15 +63,105 @@ def translate(err: grpc.RpcError) -> BrokerError:
     return cls(code.name, err.details() or "")  # type: ignore[attr-defined]
 
 
+def _error(name: str, message: str) -> BrokerError:
+    """The error a unary call ending with status ``name`` would raise."""
+    code = grpc.StatusCode.__members__.get(name)
+    return _BY_CODE.get(code, BrokerError)(name, message) if code else BrokerError(name, message)
+
+
+OPS_SOCKET = "ops.sock"  # beside the broker socket: small operations as frames
+_LENGTH = struct.Struct(">I")
+
+
+class _OpStream:
+    """One connection to the invocation's ops socket: length-prefixed frames, the token
+    first, then one OpRequest and its OpReply in turn (a lock keeps threads of one tool
+    from interleaving). The same checks, records and errors as the unary methods."""
+
+    def __init__(self, socket_path: str, token: str) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.connect(os.path.join(os.path.dirname(socket_path), OPS_SOCKET))
+            self._send(token.encode())
+        except OSError:
+            self._sock.close()
+            raise
+        self._lock = threading.Lock()
+        self._last = 0
+        self.broken = False  # the connection itself failed: open another for the next call
+
+    def _send(self, data: bytes) -> None:
+        self._sock.sendall(_LENGTH.pack(len(data)) + data)
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self._sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionResetError("the broker closed the ops socket")
+            buf += chunk
+        return bytes(buf)
+
+    def call(self, field: str, request: Any) -> Any:
+        """The reply's ``field``. Raises the error the unary method would have raised, or
+        BrokerError with ``broken`` set when the connection itself failed."""
+        with self._lock:
+            self._last += 1
+            try:
+                self._send(tool_pb2.OpRequest(id=self._last,
+                                              **{field: request}).SerializeToString())
+                (length,) = _LENGTH.unpack(self._recv(_LENGTH.size))
+                reply = tool_pb2.OpReply.FromString(self._recv(length))
+            except OSError as exc:
+                self.broken = True
+                raise BrokerError("UNAVAILABLE", f"ops socket: {exc}") from None
+        if reply.id != self._last:
+            self.broken = True
+            raise BrokerError("INTERNAL", f"ops reply {reply.id} to request {self._last}")
+        if reply.WhichOneof("result") == "error":
+            raise _error(reply.error.code, reply.error.message)
+        return getattr(reply, field)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 class _Connection:
     def __init__(self, socket_path: str, token: str) -> None:
         self.socket_path = socket_path
         self.channel = grpc.insecure_channel(f"unix:{socket_path}")
         self.stub = tool_pb2_grpc.ToolBrokerStub(self.channel)
         self.metadata = (("writ-token", token),)
+        self._ops: _OpStream | None = None
+        self._ops_served = True  # False where the broker has no ops socket
 
     def use_token(self, token: str) -> None:
         self.metadata = (("writ-token", token),)
+        self._close_ops()  # the stream carries the token it was opened with
+
+    def _close_ops(self) -> None:
+        if self._ops is not None:
+            self._ops.close()
+            self._ops = None
+
+    def op(self, method: str, field: str, request: Any) -> Any:
+        """A small operation on the ops socket (connected on first use): the same checks,
+        record and errors as the unary ``method``, without gRPC's framing. Falls back to
+        the unary call where the broker has no ops socket."""
+        if self._ops is None and self._ops_served:
+            try:
+                self._ops = _OpStream(self.socket_path, self.metadata[0][1])
+            except OSError:
+                self._ops_served = False
+        if self._ops is None:
+            return self.unary(method, request)
+        ops = self._ops
+        try:
+            return ops.call(field, request)
+        except BrokerError:
+            if ops.broken:
+                self._close_ops()  # the next call connects again; this one is not resent
+            raise
 
     def unary(self, method: str, request: Any) -> Any:
         try:

@@ -61,29 +61,31 @@ class Stat:
 # -- metadata and directories ----------------------------------------------------------------
 def listdir(path: str = "", workspace: str = "") -> list[Entry]:
     """Entries of a directory ("" is the workspace root)."""
-    resp = connection().unary("ListDir", tool_pb2.ListDirRequest(workspace=workspace, path=path))
+    resp = connection().op("ListDir", "list_dir",
+                             tool_pb2.ListDirRequest(workspace=workspace, path=path))
     return [Entry(e.name, e.kind, e.size) for e in resp.entries]
 
 
 def stat(path: str, workspace: str = "") -> Stat:
-    resp = connection().unary("Stat", tool_pb2.StatRequest(workspace=workspace, path=path))
+    resp = connection().op("Stat", "stat", tool_pb2.StatRequest(workspace=workspace, path=path))
     return Stat(resp.kind, resp.size, resp.mtime_ns)
 
 
 def mkdir(path: str, workspace: str = "") -> None:
     """Create one directory; its parent must exist."""
-    connection().unary("MakeDir", tool_pb2.MakeDirRequest(workspace=workspace, path=path))
+    connection().op("MakeDir", "make_dir",
+                      tool_pb2.MakeDirRequest(workspace=workspace, path=path))
 
 
 def delete(path: str, workspace: str = "") -> None:
     """Remove a regular file or an empty directory."""
-    connection().unary("Delete", tool_pb2.DeleteRequest(workspace=workspace, path=path))
+    connection().op("Delete", "delete", tool_pb2.DeleteRequest(workspace=workspace, path=path))
 
 
 def rename(src: str, dst: str, workspace: str = "", replace: bool = False) -> None:
     """Move a regular file; an existing ``dst`` is replaced only when ``replace``."""
-    connection().unary("Rename", tool_pb2.RenameRequest(workspace=workspace, from_path=src,
-                                                        to_path=dst, replace=replace))
+    connection().op("Rename", "rename", tool_pb2.RenameRequest(
+        workspace=workspace, from_path=src, to_path=dst, replace=replace))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -107,7 +109,8 @@ def open_descriptor(path: str, workspace: str = "") -> int | None:
     out for it (FAILED_PRECONDITION: use streamed reads). The caller closes it."""
     conn = connection()
     try:
-        resp = conn.unary("OpenFile", tool_pb2.OpenFileRequest(workspace=workspace, path=path))
+        resp = conn.op("OpenFile", "open_file",
+                       tool_pb2.OpenFileRequest(workspace=workspace, path=path))
     except BrokerError as err:
         if err.code in ("FAILED_PRECONDITION", "UNIMPLEMENTED"):
             return None
