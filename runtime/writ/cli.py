@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from . import cli_agents, cli_authority, cli_payments, cli_security
+from . import cli_agents, cli_authority, cli_payments, cli_secrets, cli_security
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -60,9 +60,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           trusted_keys=[Path(k) for k in args.trusted_key],
                           checkpoint_every=args.checkpoint_every,
                           checkpoint_interval_s=args.checkpoint_interval,
-                          warm_per_tool=args.warm_per_tool)
+                          warm_per_tool=args.warm_per_tool,
+                          net_ca_file=Path(args.net_ca_file) if args.net_ca_file else None,
+                          net_hosts=_net_hosts(args.net_host))
     asyncio.run(Broker(config).run_forever())
     return 0
+
+
+def _net_hosts(specs: list[str]) -> dict[str, list[str]]:
+    hosts: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, addr = spec.partition("=")
+        if not sep or not name or not addr:
+            raise SystemExit(f"--net-host expects NAME=ADDRESS, got {spec!r}")
+        hosts.setdefault(name, []).append(addr)
+    return hosts
 
 
 def cmd_images_build(args: argparse.Namespace) -> int:
@@ -169,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sign the audit head after N records (default 1000) ...")
     s.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS",
                    help="... or after this long when records came (default 60)")
+    s.add_argument("--net-ca-file", metavar="PEM", help="extra CA certificates the broker "
+                   "trusts for mediated https requests")
+    s.add_argument("--net-host", action="append", default=[], metavar="NAME=ADDRESS",
+                   help="answer NAME with ADDRESS instead of DNS; explicit enough to reach a "
+                   "private address (an internal service); repeatable")
     s.set_defaults(fn=cmd_serve)
 
     img = sub.add_parser("images", help="build images").add_subparsers(dest="sub", required=True)
@@ -206,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_agents.add_commands(sub, _adapt)
     cli_security.add_commands(sub)
     cli_payments.add_commands(sub, _adapt)
+    cli_secrets.add_commands(sub, _adapt)
     return p
 
 

@@ -62,7 +62,7 @@ def test_rows_is_a_filter_of_the_table() -> None:
     assert rows("ToolBroker", ("agent", "operator")) == []
     assert {m.name for m in rows("ToolBroker", ("tool",))} == {
         "Start", "Finish", "ReadFile", "ListDir", "Stat", "OpenFile", "WriteFile", "MakeDir",
-        "Delete", "Rename", "Pay", "GetPayment", "HttpRequest", "Connect", "Ops"}
+        "Delete", "Rename", "Pay", "GetPayment", "HttpRequest", "Connect"}
 
 
 def test_render_table_lists_every_row() -> None:

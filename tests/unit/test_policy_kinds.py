@@ -479,7 +479,8 @@ def _host_rows() -> list[Row]:
     rows = []
     for pattern, host, matches in HOSTS:
         op = req(host)
-        desc = f"GET https://{host}:443/v1/x"
+        bracketed = f"[{host}]" if ":" in host else host
+        desc = f"GET https://{bracketed}:443/v1/x"
         for where, a in {
             "grant": auth(g(net=[net(pattern, id="h")])),
             "attenuation 1": auth(g(net=[net(pattern, id="h")]), g(net=[net(pattern)])),

@@ -73,9 +73,10 @@ class BrokerConfig:
     # (name, minor units, currency) when absent; an existing account is left as it is.
     payer: str = "user"
     accounts: list[tuple[str, int, str]] = field(default_factory=list)
-    # Mediated network: extra CA certificates the broker trusts for https (PEM), names
-    # answered without DNS (like /etc/hosts), the default time limit of one request, and
-    # (tests only) a lookup function consulted before DNS.
+    # Mediated network: extra CA certificates the broker trusts for https (PEM); names the
+    # operator pins to addresses (like /etc/hosts, and explicit enough to reach a private
+    # address); the default time limit of one request; (tests) a stand-in for DNS whose
+    # answers are checked like DNS answers.
     net_ca_file: Path | None = None
     net_hosts: dict[str, list[str]] = field(default_factory=dict)
     net_timeout_s: float = DEFAULT_TIMEOUT_S
@@ -144,8 +145,9 @@ class Broker:
         self.workspaces = Workspaces(config.workspaces, config.deny_globs,
                                      config.max_write_bytes,
                                      journal=config.state_dir / "pending-writes")
-        self.net = NetDeps(Resolver(AddressPolicy(), self._net_lookup), self.state.secret,
-                           _tls_context(config.net_ca_file), config.net_timeout_s)
+        self.net = NetDeps(Resolver(AddressPolicy(), config.net_hosts, config.net_lookup),
+                           self.state.secret, _tls_context(config.net_ca_file),
+                           config.net_timeout_s)
         self._servers: list[grpc.aio.Server] = []
         self._background: set[asyncio.Task[None]] = set()
         self.pool = WarmPool(self, config.warm_per_tool)
@@ -172,13 +174,6 @@ class Broker:
             if hit is not None:
                 raise TokenRevoked(f"token revoked (block {hit})")
         return unverified, token
-
-    def _net_lookup(self, host: str) -> list[str] | None:
-        if self.config.net_lookup is not None:
-            found = self.config.net_lookup(host)
-            if found is not None:
-                return found
-        return self.config.net_hosts.get(host)
 
     def forget_token(self, text: str) -> None:
         """Drop a token that can never be presented again (bound to an ended invocation)

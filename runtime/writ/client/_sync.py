@@ -172,3 +172,10 @@ class Client:
         resp: control_pb2.RotateKeyResponse = self._call(
             "RotateKey", control_pb2.RotateKeyRequest(), timeout)
         return resp
+
+    def put_secret(self, name: str, value: bytes,
+                   timeout: float | None = None) -> control_pb2.SecretInfo:
+        """Store a secret grants may attach to requests (operator socket only)."""
+        info: control_pb2.SecretInfo = self._call(
+            "PutSecret", control_pb2.PutSecretRequest(name=name, value=value), timeout)
+        return info

@@ -66,7 +66,8 @@ class NetRequest:
     path: str
 
     def describe(self) -> str:
-        return f"{self.method} {self.scheme}://{self.host}:{self.port}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.method} {self.scheme}://{host}:{self.port}{self.path}"
 
 
 @dataclass(frozen=True)

@@ -378,7 +378,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         redactor = Redactor([v for _, v, _ in hop.secrets])
         yield tool_pb2.HttpResponsePart(head=tool_pb2.HttpResponseHead(
             status=response.status_code, reason=response.reason.decode("latin-1"),
-            headers=_response_headers(response.headers, redactor), url=hop.url,
+            headers=_response_headers(response.headers.raw_items(), redactor), url=hop.url,
             redirects=hops))
         chunks = answered.chunks()
         received = 0

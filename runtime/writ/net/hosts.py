@@ -20,7 +20,7 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import idna
 import psutil
@@ -148,13 +148,13 @@ class AddressPolicy:
                 return f"{ip} embeds {inner}: {why}" if why else ""
         if ip in METADATA:
             return f"{ip} is a cloud metadata address"
+        for attr, what in (("is_loopback", "a loopback"), ("is_unspecified", "an unspecified"),
+                           ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
+                           ("is_private", "a private"), ("is_reserved", "a reserved")):
+            if getattr(ip, attr):
+                return f"{ip} is {what} address"
         if ip in self.own_addresses():
             return f"{ip} is an address of the broker's own host"
-        for attr, what in (("is_loopback", "loopback"), ("is_unspecified", "unspecified"),
-                           ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                           ("is_private", "private"), ("is_reserved", "reserved")):
-            if getattr(ip, attr):
-                return f"{ip} is a {what} address"
         if not ip.is_global:
             return f"{ip} is not a globally routable address"
         return ""
@@ -165,7 +165,8 @@ def _interface_addresses() -> list[str]:
             if a.family in (socket.AF_INET, socket.AF_INET6)]
 
 
-# name -> addresses; tests and operators (`--net-host name=addr`) use it like /etc/hosts.
+# name -> addresses, consulted before DNS and checked like a DNS answer (tests stand in a
+# changing resolver with it); None: ask DNS.
 Lookup = Callable[[str], list[str] | None]
 
 
@@ -177,8 +178,10 @@ class Resolver:
     """
 
     def __init__(self, policy: AddressPolicy | None = None,
+                 static: Mapping[str, list[str]] | None = None,
                  lookup: Lookup | None = None) -> None:
         self.policy = policy or AddressPolicy()
+        self._static = {canonical_host(k): v for k, v in (static or {}).items()}
         self._lookup = lookup
 
     async def pin(self, host: str, port: int) -> IPAddress:
@@ -192,6 +195,10 @@ class Resolver:
         ip = literal(host)
         if ip is not None:
             return ip  # a literal was matched by a rule naming it; special or not
+        if host in self._static:
+            # The operator pinned this name to an address (`--net-host`): as explicit as
+            # a rule naming the address, so it may be special (an internal service).
+            return self._checked(host, self._static[host])[0]
         answers = await self._resolve(host, port)
         for a in answers:
             why = self.policy.special(a)
@@ -211,6 +218,10 @@ class Resolver:
                 raise ResolveFailed(f"could not resolve {host}: "
                                     f"{getattr(exc, 'strerror', None) or 'timed out'}") from None
             found = [str(info[4][0]) for info in infos]
+        return self._checked(host, found)
+
+    @staticmethod
+    def _checked(host: str, found: list[str]) -> list[IPAddress]:
         answers: list[IPAddress] = []
         for a in found[:MAX_ANSWERS]:
             ip = literal(a.split("%")[0])

@@ -90,6 +90,11 @@ class Exchange:
         while True:
             event = await self._next()
             if isinstance(event, h11.Response):
+                size = sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
+                if size > MAX_RESPONSE_HEAD:
+                    raise UpstreamFailed(f"server's response is not valid HTTP/1.1 for Writ: "
+                                         f"its head is {size} bytes; at most "
+                                         f"{MAX_RESPONSE_HEAD}")
                 return event
             if isinstance(event, h11.ConnectionClosed):
                 raise UpstreamFailed("server closed the connection without a response")

@@ -436,11 +436,126 @@ def threads(args):
     return result
 
 
+def _fetch_one(spec):
+    """One request through writ_tool.net: status, headers, body (text) or the refusal."""
+    from writ_tool import net
+
+    def go():
+        body = spec.get("body")
+        if spec.get("body_bytes"):
+            body = b"b" * spec["body_bytes"]
+        r = net.fetch(spec["url"], method=spec.get("method", "GET"),
+                      headers=spec.get("headers"), body=body, json=spec.get("json"),
+                      timeout=spec.get("timeout"),
+                      follow_redirects=spec.get("follow", False))
+        return {"status": r.status, "headers": r.headers, "url": r.url,
+                "redirects": r.redirects, "body": r.content.decode("latin-1")[:4096],
+                "length": len(r.content)}
+
+    return _outcome(go)
+
+
+def fetch(args):
+    return [_fetch_one(spec) for spec in args["requests"]]
+
+
+def _ssl_context(args):
+    import ssl
+
+    ctx = ssl.create_default_context()
+    if args.get("cadata"):
+        ctx.load_verify_locations(cadata=args["cadata"])
+    return ctx
+
+
+def proxy(args):
+    """Unmodified urllib through HTTP_PROXY/HTTPS_PROXY: {status, body} or the HTTP error
+    the forwarder answered with (status, X-Writ-Status, body)."""
+    import urllib.error
+    import urllib.request
+
+    out = []
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(context=_ssl_context(args)))
+    for spec in args["requests"]:
+        data = spec["body"].encode() if "body" in spec else None
+        req = urllib.request.Request(spec["url"], data=data, method=spec.get("method", "GET"),
+                                     headers=spec.get("headers", {}))
+        try:
+            with opener.open(req, timeout=20) as r:
+                out.append({"status": r.status, "body": r.read().decode("latin-1")[:4096]})
+        except urllib.error.HTTPError as e:
+            out.append({"status": e.code, "writ": e.headers.get("X-Writ-Status"),
+                        "body": e.read().decode("latin-1")[:2048]})
+        except (urllib.error.URLError, OSError) as e:
+            out.append({"error": type(e).__name__, "message": str(e)[:300]})
+    return {"proxy": os.environ.get("HTTPS_PROXY"), "results": out}
+
+
+def tunnel_sni(args):
+    """CONNECT through the forwarder to args["connect"], then a TLS handshake asking for
+    args["sni"]: {"connect": status line, "tls": ok / error, "body": first bytes}."""
+    import ssl
+
+    port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"CONNECT {args['connect']} HTTP/1.1\r\nHost: {args['connect']}\r\n\r\n"
+              .encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = s.recv(4096)
+        if not data:
+            break
+        head += data
+    out = {"connect": head.split(b"\r\n", 1)[0].decode("latin-1")}
+    if not out["connect"].endswith("200 Connection Established"):
+        out["body"] = head.split(b"\r\n\r\n", 1)[-1].decode("latin-1")
+        return out
+    ctx = _ssl_context(args)
+    ctx.check_hostname = args.get("check_hostname", True)
+    try:
+        tls = ctx.wrap_socket(s, server_hostname=args["sni"])
+        tls.sendall(f"GET {args.get('path', '/hello')} HTTP/1.1\r\nHost: {args['sni']}\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        body = b""
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            body += data
+        out["tls"] = "ok"
+        out["body"] = body.decode("latin-1")[:2048]
+    except (OSError, ssl.SSLError) as exc:
+        out["tls"] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+def secret_hunt(args):
+    """Look for args["needle"] everywhere the tool can read: environment, /proc/self,
+    /tmp, the SDK's files, its own memory maps are not readable for other processes."""
+    needle = args["needle"].encode()
+    found = []
+    if needle in b"\0".join(f"{k}={v}".encode() for k, v in os.environ.items()):
+        found.append("environ")
+    for root in ("/tmp", "/proc/self/environ", "/proc/self/cmdline", "/run", "/opt"):
+        paths = [root] if os.path.isfile(root) else [
+            os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    if needle in f.read(1 << 20):
+                        found.append(path)
+            except OSError:
+                pass
+    return {"found": found}
+
+
 ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths, caps,
                                    raw_socket, use_token, read, listdir, read_loop, env,
                                    env_values, sleep, exit_silently, threads, fs_ops,
                                    write_stream, raw_call, descriptor, ticket_twice, fs_loop,
-                                   hand_in, forged_write)}
+                                   hand_in, forged_write, fetch, proxy, tunnel_sni,
+                                   secret_hunt)}
 ACTIONS["pay"] = pay
 
 
