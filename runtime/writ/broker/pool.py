@@ -5,7 +5,8 @@ start -> verify steps) except that its socket directory is empty and it has no t
 SDK loads the tool, then waits for a socket that does not exist yet. It can reach nothing:
 no network, no host path, no broker. An invocation claims it by opening its server on
 that socket and handing over the bound token in the Start reply; after the call the
-container is destroyed, never reused, and the pool refills in the background.
+container is destroyed, never reused, and the pool refills in the background, several
+launches at a time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("writ.pool")
 MAX_IDLE_S = 600.0  # recycle a pool container nobody claimed for this long
+FILL_AT_ONCE = 4    # concurrent launches refilling one tool's pool
 
 
 @dataclass
@@ -111,25 +113,45 @@ class WarmPool:
             self._filling[tool.name] = asyncio.ensure_future(self._fill(tool))
 
     async def _fill(self, tool: ToolRecord) -> None:
+        """Launch until the tool's pool is full, up to FILL_AT_ONCE launches at a time: a
+        launch is mostly waiting on dockerd and runc, so a few overlap well, and a burst
+        of claims is refilled in about one launch time instead of one after another."""
         ready = self._ready.setdefault(tool.name, deque())
-        while not self._closed and len(ready) < self.per_tool:
-            pool_id = "w" + secrets.token_hex(8)
-            socket_dir = self.b.config.run_dir / pool_id
-            limits = pool_limits(tool)
-            try:
-                make_socket_dir(socket_dir)
-                spec = make_spec(self.b, tool, pool_id, socket_dir, limits,
-                                 tool_env(WRIT_POOLED="1"))
-                launched = await asyncio.to_thread(self.b.launcher.launch, spec)
-            except BrokerError as err:
-                log.warning("warm pool for %s: %s", tool.name, err.details)
-                shutil.rmtree(socket_dir, ignore_errors=True)
-                return  # try again on the next claim, not in a hot loop
-            if self._closed:
-                await self._destroy(Warm(launched, socket_dir, "", b"", 0.0))
+        launching: set[asyncio.Future[Warm | None]] = set()
+        failed = False
+        while True:
+            while (not (self._closed or failed) and len(launching) < FILL_AT_ONCE
+                   and len(ready) + len(launching) < self.per_tool):
+                launching.add(asyncio.ensure_future(self._launch_one(tool)))
+            if not launching:
                 return
-            ready.append(Warm(launched, socket_dir, tool.image_id,
-                              limits.SerializeToString(deterministic=True), time.time()))
+            done, launching = await asyncio.wait(launching,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                warm = task.result()
+                if warm is None:
+                    failed = True  # try again on the next claim, not in a hot loop
+                elif self._closed:
+                    await self._destroy(warm)
+                else:
+                    ready.append(warm)
+
+    async def _launch_one(self, tool: ToolRecord) -> Warm | None:
+        pool_id = "w" + secrets.token_hex(8)
+        socket_dir = self.b.config.run_dir / pool_id
+        limits = pool_limits(tool)
+        try:
+            make_socket_dir(socket_dir)
+            spec = make_spec(self.b, tool, pool_id, socket_dir, limits,
+                             tool_env(WRIT_POOLED="1"))
+            launched = await asyncio.to_thread(self.b.launcher.launch, spec)
+        except Exception as exc:  # noqa: BLE001 - a background task: logged, retried later
+            log.warning("warm pool for %s: %s", tool.name,
+                        exc.details if isinstance(exc, BrokerError) else repr(exc))
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            return None
+        return Warm(launched, socket_dir, tool.image_id,
+                    limits.SerializeToString(deterministic=True), time.time())
 
     def discard(self, warm: Warm) -> None:
         self.b.spawn(self._destroy(warm))
