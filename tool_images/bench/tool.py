@@ -1,7 +1,7 @@
 """bench: "noop" returns at once; "read_loop" times n mediated ReadFile (or, with
 "op": "stat", Stat) calls from inside;
 "files" times whole-file reads (descriptor and gRPC stream) and a streamed write, in turns
-with the same bytes over a raw Unix socket (the floors)."""
+with the same bytes over a raw Unix socket (the floors); "net" times mediated GETs."""
 
 import os
 import socket
@@ -95,6 +95,35 @@ def _files(args):
     return out
 
 
+def _net(args):
+    """Mediated GETs timed inside the box: through writ_tool.net and, for the small body,
+    through the forwarder with plain urllib (an unmodified client)."""
+    import urllib.request
+
+    from writ_tool import net
+
+    def sdk(url):
+        return len(net.fetch(url).content)
+
+    def proxied(url):
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return len(r.read())
+
+    out = {}
+    for key, fn, url, n in (("sdk_small", sdk, args["small"], args["n_small"]),
+                            ("proxy_small", proxied, args["small"], args["n_small"]),
+                            ("sdk_big", sdk, args["big"], args["n_big"])):
+        times = []
+        for i in range(-WARMUP, n):
+            t0 = time.perf_counter()
+            size = fn(url)
+            if i >= 0:
+                times.append(time.perf_counter() - t0)
+        out[key] = times
+        out[key + "_bytes"] = size
+    return out
+
+
 def main(args):
     if args.get("action") == "read_loop":
         op = files.stat if args.get("op") == "stat" else files.read_bytes
@@ -106,4 +135,6 @@ def main(args):
         return {"latencies_ns": lat}
     if args.get("action") == "files":
         return _files(args)
+    if args.get("action") == "net":
+        return _net(args)
     return {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from ._common import table
 
 # One line per section; a section is a module in this package.
-SECTIONS = ["invoke", "decision", "files", "audit", "agents"]
+SECTIONS = ["invoke", "decision", "files", "audit", "agents", "net"]
 
 
 def main() -> int:

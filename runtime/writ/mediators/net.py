@@ -46,7 +46,7 @@ from ..errors import (
 from ..net.hosts import IPAddress, Resolver, canonical_host, literal
 from ..net.http1 import Exchange, Redactor, dial
 from ..net.tls import MAX_HELLO, NeedMore, server_name
-from ._context import CallContext
+from ._context import Appender, CallContext
 
 __all__ = ["NetDeps", "http_request", "net_request", "tunnel"]
 
@@ -76,6 +76,34 @@ class NetDeps:
     secret: Callable[[str], bytes | None]   # stored secret by name
     tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     default_timeout_s: float = DEFAULT_TIMEOUT_S
+    # Chains a record without waiting for the disk (DESIGN.md, "Audit": the ordering
+    # rule). Used for what has no effect of its own: refusals, and the outcome of a request
+    # whose ALLOW was made durable before the broker connected. None: every record waits.
+    append: Appender | None = None
+
+    async def note(self, ctx: CallContext, ev: audit_pb2.AuditEvent) -> None:
+        if self.append is not None:
+            self.append(ev)
+        else:
+            await ctx.record_event(ev)
+
+    async def refuse(self, ctx: CallContext, ev: audit_pb2.AuditEvent,
+                     err: BrokerError) -> None:
+        """Record ``ev`` as refused with ``err`` (no wait for the disk), then raise it."""
+        ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
+        await self.note(ctx, ev)
+        raise _mark(err)
+
+    async def failed(self, ctx: CallContext, allowed: audit_pb2.AuditEvent,
+                     err: BrokerError) -> None:
+        """The act recorded as ``allowed`` failed: a second record says so."""
+        ev = audit_pb2.AuditEvent()
+        ev.CopyFrom(allowed)
+        ev.ClearField("hash")
+        ev.ClearField("seq")
+        ev.bytes = 0
+        with contextlib.suppress(BrokerError):
+            await self.refuse(ctx, ev, err)
 
 
 def net_request(method: str, url: str) -> NetRequest:
@@ -158,7 +186,10 @@ def _headers(raw: list[tool_pb2.Header], req: NetRequest) -> tuple[list[tuple[st
                                       f"host {_authority(req)!r}; the broker sets Host")
             continue
         if low == "content-length":
-            if not value.isdigit() or (length is not None and int(value) != length):
+            # ASCII digits only: str.isdigit also passes "²" and "٣", and int() refuses
+            # more than 4300 digits.
+            if not (value.isascii() and value.isdigit() and len(value) <= 18) or (
+                    length is not None and int(value) != length):
                 raise InvalidArgument(f"Content-Length {value[:32]!r} is not one decimal "
                                       "length")
             length = int(value)
@@ -257,11 +288,6 @@ def _recorded(err: BrokerError) -> bool:
     return bool(getattr(err, "recorded", False))
 
 
-async def _refuse(ctx: CallContext, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
-    await ctx.record_error(ev, err)
-    raise _mark(err)
-
-
 async def _within(deadline: float, aw: Awaitable[T]) -> T:
     """``aw`` bounded by the loop-time ``deadline``. (Generators here never yield inside a
     timeout block: a cancellation would land in the consumer, not here.)"""
@@ -274,18 +300,17 @@ async def _check_hop(ctx: CallContext, deps: NetDeps, req: NetRequest, url: str,
     """Decide, pin, look up secrets and reserve one request: recorded if refused."""
     decision = decide(ctx.authority, req, time.time())
     if not decision.allowed:
-        await ctx.record_decision(ev, decision)
-        raise _mark(PermissionDenied(decision.reason))
+        await deps.refuse(ctx, ev, PermissionDenied(decision.reason))
     try:
         address = await deps.resolver.pin(req.host, req.port)
     except BrokerError as err:
-        await _refuse(ctx, ev, err)
+        await deps.refuse(ctx, ev, err)
     _add_detail(ev, address=str(address))
     secrets = []
     for header, name in decision.secrets:
         value = deps.secret(name)
         if value is None:
-            await _refuse(ctx, ev, FailedPrecondition(
+            await deps.refuse(ctx, ev, FailedPrecondition(
                 f"the grant attaches secret {name!r}, which the broker does not hold "
                 "(`writ secrets set`)"))
         secrets.append((header, value or b"", name))
@@ -294,18 +319,18 @@ async def _check_hop(ctx: CallContext, deps: NetDeps, req: NetRequest, url: str,
     try:
         ctx.budgets.charge(decision.charges, requests=1)
     except PermissionDenied as err:
-        await _refuse(ctx, ev, err)
+        await deps.refuse(ctx, ev, err)
     return _Hop(req, url, ev, decision, address, secrets)
 
 
-async def _record_done(ctx: CallContext, hop: _Hop, status: int, sent: int,
+async def _record_done(ctx: CallContext, deps: NetDeps, hop: _Hop, status: int, sent: int,
                        received: int) -> None:
     done = _event(ctx, "net.response", hop.ev.target, address=str(hop.address),
                   http_status=status, sent=sent)
     done.decision, done.status, done.bytes = audit_pb2.ALLOW, "OK", received
     done.reason = f"{status} from {hop.address}" if status else f"tunnel to {hop.address} closed"
     done.rule = hop.decision.rule
-    await ctx.record_event(done)
+    await deps.note(ctx, done)
 
 
 # -- HttpRequest -----------------------------------------------------------------------------
@@ -362,7 +387,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         ev.target = f"{first.head.method[:16]} {first.head.url[:200]}"
         head = _head(first, deps.default_timeout_s)
     except BrokerError as err:
-        await _refuse(ctx, ev, err)
+        await deps.refuse(ctx, ev, err)
     ev.target = _describe(head.req)
     body = _Body(parts)
     loop = asyncio.get_running_loop()
@@ -391,15 +416,15 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         tail = redactor.flush()
         if tail:
             yield tool_pb2.HttpResponsePart(body=tail)
-        await _record_done(ctx, hop, response.status_code, answered.sent, received)
+        await _record_done(ctx, deps, hop, response.status_code, answered.sent, received)
     except TimeoutError:
         late = DeadlineExceeded(f"{_describe(hop.req)} took longer than its time limit "
                                 f"({head.timeout_s:g} s, or less by the grant's rule)")
-        await ctx.record_failure(hop.ev, late)
+        await deps.failed(ctx, hop.ev, late)
         raise late from None
     except BrokerError as err:
         if not _recorded(err):
-            await ctx.record_failure(hop.ev, err)
+            await deps.failed(ctx, hop.ev, err)
         raise
     finally:
         meter.settle()
@@ -423,7 +448,7 @@ async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop
         if nxt is None:
             return hop, exchange, response, hops, meter
         exchange.close()
-        await _record_done(ctx, hop, response.status_code, exchange.sent, 0)
+        await _record_done(ctx, deps, hop, response.status_code, exchange.sent, 0)
         meter.settle()
         method, location = nxt
         hops += 1
@@ -434,7 +459,7 @@ async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop
         try:
             req = net_request(method, url)
         except BrokerError as err:
-            await _refuse(ctx, ev, InvalidArgument(
+            await deps.refuse(ctx, ev, InvalidArgument(
                 f"redirect to {url[:200]!r} refused: {err.details}"))
         ev.target = _describe(req)
         try:
@@ -546,7 +571,7 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
             raise InvalidArgument(f"port {first.open.port} is not a port")
         host = canonical_host(first.open.host)
     except BrokerError as err:
-        await _refuse(ctx, ev, err)
+        await deps.refuse(ctx, ev, err)
     assert first is not None
     req = NetRequest("https", host, first.open.port, "CONNECT", "/")
     ev.target = _describe(req)
@@ -564,9 +589,9 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
     try:
         hello = await _within(deadline, _client_hello(parts, host))
     except TimeoutError:
-        await _refuse(ctx, ev, DeadlineExceeded("no TLS ClientHello within the time limit"))
+        await deps.refuse(ctx, ev, DeadlineExceeded("no TLS ClientHello within the time limit"))
     except BrokerError as err:
-        await _refuse(ctx, ev, err)
+        await deps.refuse(ctx, ev, err)
     await ctx.record_decision(ev, hop.decision)
     writer: asyncio.StreamWriter | None = None
     pump: asyncio.Future[int] | None = None
@@ -585,18 +610,18 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
             received += len(data)
             yield tool_pb2.TunnelPart(data=data)
         sent = len(hello) + await _within(deadline, pump)
-        await _record_done(ctx, hop, 0, sent, received)
+        await _record_done(ctx, deps, hop, 0, sent, received)
     except TimeoutError:
         late = DeadlineExceeded(f"tunnel to {_authority(req)} passed its time limit "
                                 f"({limit:g} s)")
-        await ctx.record_failure(hop.ev, late)
+        await deps.failed(ctx, hop.ev, late)
         raise late from None
     except BrokerError as err:
-        await ctx.record_failure(hop.ev, err)
+        await deps.failed(ctx, hop.ev, err)
         raise
     except OSError as exc:
         failed = UpstreamFailed(f"tunnel to {hop.address}: {exc.strerror or exc}")
-        await ctx.record_failure(hop.ev, failed)
+        await deps.failed(ctx, hop.ev, failed)
         raise failed from None
     finally:
         if pump is not None:

@@ -8,6 +8,7 @@ rides a connection opened for another decision.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
 
@@ -17,7 +18,7 @@ from ..errors import UpstreamFailed
 from .hosts import IPAddress
 
 MAX_RESPONSE_HEAD = 64 << 10
-READ_CHUNK = 256 << 10
+READ_CHUNK = 1 << 20  # also the stream buffer: a fast server fills it, one message carries it
 Headers = Sequence[tuple[bytes, bytes]]
 
 
@@ -118,30 +119,45 @@ class Exchange:
 
 class Redactor:
     """Replaces every occurrence of the given secret values in a byte stream, also across
-    chunk boundaries (it holds back the last len(longest)-1 bytes until more arrive)."""
+    chunk boundaries: however the stream is split, the output is ``scrub`` of the whole.
+    At each position the longest value starting there is replaced.
+
+    It holds back the last len(longest)-1 bytes, unscrubbed, until more arrive. Any value
+    starting before them ends within what has arrived, so it matches exactly as in the
+    whole. (Holding back scrubbed bytes instead would let a value one of whose prefixes is
+    another value leak its rest when a chunk ends right after that prefix.)"""
 
     MARK = b"[secret withheld by writ]"
 
     def __init__(self, values: Sequence[bytes]) -> None:
         self._values = sorted({v for v in values if v}, key=len, reverse=True)
         self._keep = max((len(v) for v in self._values), default=1) - 1
-        self._tail = b""
+        # Longest first: an alternation takes the first value that matches at a position.
+        self._pattern = re.compile(b"|".join(re.escape(v) for v in self._values))
+        self._tail = b""   # raw bytes not yet passed on
 
     def __bool__(self) -> bool:
         return bool(self._values)
 
     def scrub(self, data: bytes) -> bytes:
-        for v in self._values:
-            data = data.replace(v, self.MARK)
-        return data
+        return self._pattern.sub(self.MARK, data) if self._values else data
 
     def feed(self, data: bytes) -> bytes:
         if not self._values:
             return data
-        buf = self.scrub(self._tail + data)
-        cut = max(len(buf) - self._keep, 0)
-        out, self._tail = buf[:cut], buf[cut:]
-        return out
+        buf = self._tail + data
+        cut = len(buf) - self._keep
+        out, done = bytearray(), 0
+        for m in self._pattern.finditer(buf):
+            if m.start() >= cut:
+                break  # may yet grow into a longer value: wait for more bytes
+            out += buf[done:m.start()] + self.MARK
+            done = m.end()
+        if done < cut:
+            out += buf[done:cut]
+            done = cut
+        self._tail = buf[done:]
+        return bytes(out)
 
     def flush(self) -> bytes:
         out, self._tail = self.scrub(self._tail), b""
