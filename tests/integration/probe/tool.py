@@ -559,7 +559,46 @@ ACTIONS = {f.__name__: f for f in (net_connect, write_rootfs, mounts, host_paths
 ACTIONS["pay"] = pay
 
 
+def ops_frames(args):
+    """Frames straight onto the ops socket: the token (``socket_token``, default this
+    invocation's), then each base64 ``frames`` item as sent; every reply decoded, and
+    whether the broker then ended the connection."""
+    import base64
+    import struct
+
+    from writ_tool import _broker
+    from writ_tool._proto import tool_pb2
+
+    conn = _broker.connection()
+    token = args.get("socket_token", conn.metadata[0][1]).encode()
+    replies = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.path.join(os.path.dirname(conn.socket_path), _broker.OPS_SOCKET))
+        s.settimeout(10)
+        s.sendall(struct.pack(">I", len(token)) + token)
+        for frame in args["frames"]:
+            body = base64.b64decode(frame)
+            s.sendall(struct.pack(">I", args.get("length", len(body))) + body)
+            head = s.recv(4, socket.MSG_WAITALL)
+            if len(head) < 4:
+                return {"replies": replies, "closed": True}
+            reply = tool_pb2.OpReply.FromString(
+                s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL))
+            kind = reply.WhichOneof("result")
+            replies.append([reply.id, kind, reply.error.code, reply.error.message]
+                           if kind == "error" else [reply.id, kind])
+        s.shutdown(socket.SHUT_WR)
+        return {"replies": replies, "closed": s.recv(1) == b""}
+
+
+ACTIONS["ops_frames"] = ops_frames
+
+
 def main(args):
+    if args.get("unary"):  # small operations as unary gRPC calls, not ops-socket frames
+        from writ_tool import _broker
+
+        _broker.connection()._ops_served = False
     if "pipe" in args:  # writes through a handed-in pipe (default) or in messages
         from writ_tool import files
 
