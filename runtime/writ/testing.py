@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -30,9 +30,11 @@ def _drain(stream: IO[str], echo: bool) -> None:
 
 @contextmanager
 def broker_process(state_dir: Path, workspaces: dict[str, Path], echo: bool = True,
-                   warm_per_tool: int = 0) -> Iterator[BrokerProcess]:
+                   warm_per_tool: int = 0,
+                   extra_args: Sequence[str] = ()) -> Iterator[BrokerProcess]:
     """Run `writ serve` as a child process until the block ends (then SIGTERM)."""
-    cmd = [sys.executable, "-m", "writ.cli", "--state-dir", str(state_dir), "serve"]
+    cmd = [sys.executable, "-m", "writ.cli", "--state-dir", str(state_dir), "serve",
+           *extra_args]
     if warm_per_tool:
         cmd += ["--warm-per-tool", str(warm_per_tool)]
     for name, path in workspaces.items():

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from writ._proto import audit_pb2
 from writ.client import WritError
+from writ.testing_net import TLS_NAME, Certs, LoopbackServer, make_certs, start_server
 
 from tests.integration.conftest import PROBE_IMAGE, RunningBroker, make_workspace
-from tests.integration.netservers import TLS_NAME, Certs, LoopbackServer, make_certs, start_server
 
 SECRET = "Bearer sk-live-7Hq2-NEVER-SHOWN-TO-TOOLS"
 

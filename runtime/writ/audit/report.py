@@ -38,13 +38,15 @@ from ..core.policy import Layer
 from .query import Filter
 
 EXERCISE_FAMILIES = ("file.", "net.", "pay.")
-HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT"}
+# Records of what came back, not of authority exercised (its net.request/net.connect is).
+OUTCOMES = {"net.response", "pay.complete"}
 KINDS = ("tools", "files", "net", "pay")
 FILE_OPS = set(caps.FileOp.keys())
 
 
 def is_exercise(ev: audit_pb2.AuditEvent) -> bool:
-    return ev.decision == audit_pb2.ALLOW and (
+    return ev.decision == audit_pb2.ALLOW and ev.operation not in OUTCOMES and (
         ev.operation.startswith(EXERCISE_FAMILIES) or ev.operation == "tool.invoke")
 
 

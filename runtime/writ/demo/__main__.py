@@ -3,6 +3,7 @@
 Starts a broker on a throwaway state dir with a copy of the demo workspace, registers the
 example tools, mints the demo grant, then plays an agent: an allowed read, a read outside
 the grant (denied inside the container by the broker), a path trick, a folder summary,
+network requests (one granted, with a credential the broker adds; two refused), payments,
 and finally the audit records of all of it. Exits non-zero if anything did not behave.
 """
 
@@ -22,9 +23,12 @@ from ..audit import read_records, verify_chain
 from ..client import WritError
 from ..manifests import load_grant_file, load_manifest_file
 from ..testing import BrokerProcess, broker_process
+from ..testing_net import LoopbackServer, make_certs, start_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+STATUS_HOST = "status.example.com"
+STATUS_SECRET = "Bearer demo-status-token-4f1c"
 
 
 def step(title: str) -> None:
@@ -35,12 +39,20 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="writ-demo-"))
     state, workspace = tmp / "state", tmp / "workspace"
     shutil.copytree(HERE / "workspace", workspace)
-    step(f"starting the broker (state {state}, workspace demo={workspace})")
+    # The status API fetch-url may call: HTTPS on this machine's loopback, its certificate
+    # from a throwaway CA the broker is told to trust; the operator pins its name there.
+    certs = make_certs(tmp / "certs", (STATUS_HOST,))
+    status = start_server(certs)
+    step(f"starting the broker (state {state}, workspace demo={workspace}, "
+         f"{STATUS_HOST} -> 127.0.0.1:{status.port})")
     failures: list[str] = []
     try:
-        with broker_process(state, {"demo": workspace}) as bp:
-            failures = session(bp, state)
+        with broker_process(state, {"demo": workspace}, extra_args=[
+                "--net-ca-file", str(certs.ca_file),
+                "--net-host", f"{STATUS_HOST}=127.0.0.1"]) as bp:
+            failures = session(bp, state, status)
     finally:
+        status.stop()
         if not os.environ.get("WRIT_DEMO_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
     step("result")
@@ -51,16 +63,31 @@ def main() -> int:
     return 0
 
 
-def session(bp: BrokerProcess, state: Path) -> list[str]:
+def _on_port(rules: Any, port: int) -> None:
+    """The demo's status API listens on a free port, not 443: say so in the rules."""
+    for rule in rules:
+        rule.ports[:] = [port]
+
+
+def session(bp: BrokerProcess, state: Path, status: LoopbackServer) -> list[str]:
     failures: list[str] = []
     op, agent = bp.operator, bp.agent
     step("operator registers the example tools (manifests from capabilities/)")
     for path in sorted((REPO / "capabilities").glob("*.yaml")):
-        info = op.register_tool(load_manifest_file(path))
+        manifest = load_manifest_file(path)
+        _on_port(manifest.net, status.port)
+        info = op.register_tool(manifest)
         print(f"  {info.name:<12} {info.image}  pinned {info.image_id[:19]}")
 
-    step("user grants: read-file, word-count (reports/** of workspace demo) and pay-bill")
-    minted = op.mint_token(load_grant_file(HERE / "grant.yaml"), ttl_s=600)
+    step("operator stores the status API's credential (writ secrets set status-token)")
+    secret = op.put_secret("status-token", STATUS_SECRET.encode())
+    print(f"  {secret.name}: {secret.length} bytes; no tool will ever see it")
+
+    step("user grants: read-file, word-count (reports/** of workspace demo), pay-bill and "
+         f"fetch-url (GET https://{STATUS_HOST}/v1/, the credential attached)")
+    grant = load_grant_file(HERE / "grant.yaml")
+    _on_port(grant.net, status.port)
+    minted = op.mint_token(grant, ttl_s=600)
     print(f"  token {minted.token_id} ({len(minted.token)} chars)")
     token = minted.token
 
@@ -90,6 +117,7 @@ def session(bp: BrokerProcess, state: Path) -> list[str]:
     call("word-count", {"dir": "reports"}, True)
     call("shell", {"cmd": "rm -rf /"}, False, "NOT_FOUND")
 
+    failures += network(status, call)
     failures += payments(bp, call)
 
     step("audit log (writ audit tail)")
@@ -102,6 +130,27 @@ def session(bp: BrokerProcess, state: Path) -> list[str]:
     if not denied:
         failures.append("no denied file.read in the audit log")
     return failures
+
+
+def network(status: LoopbackServer, call: Any) -> list[str]:
+    """A granted GET (the broker adds the credential), a path outside the grant, and the
+    cloud metadata address: the last two never leave the broker."""
+    step("agent fetches with fetch-url (the box has no network: the broker makes the request)")
+    base = f"https://{STATUS_HOST}:{status.port}"
+    seen = len(status.seen)
+    call("fetch-url", {"url": f"{base}/v1/summary", "max_chars": 120}, True)
+    call("fetch-url", {"url": f"{base}/admin/users"}, False, "PERMISSION_DENIED")
+    call("fetch-url", {"url": "http://169.254.169.254/latest/meta-data/"}, False,
+         "PERMISSION_DENIED")
+    got = status.seen[seen:]
+    print(f"  the status API saw {len(got)} request(s): "
+          + ", ".join(f"{s.method} {s.path} (Authorization "
+                      f"{'attached by the broker' if s.headers.get('Authorization') == STATUS_SECRET else 'missing'})"
+                      for s in got))
+    if [(s.path, s.headers.get("Authorization")) for s in got] != [
+            ("/v1/summary", STATUS_SECRET)]:
+        return ["the status API did not see exactly one request carrying the credential"]
+    return []
 
 
 def payments(bp: BrokerProcess, call: Any) -> list[str]:

@@ -1,6 +1,6 @@
-"""Test servers for the mediated network: plain HTTP and HTTPS on the host's loopback,
-recording every request they receive, and a throwaway CA whose certificate names
-"secure.test" and 127.0.0.1."""
+"""Servers for the mediated network's tests and demo: plain HTTP and HTTPS on the host's
+loopback, recording every request they receive, and a throwaway CA whose server
+certificate names the given host names and 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class Certs:
     key_file: Path
 
 
-def make_certs(directory: Path) -> Certs:
-    """A CA and a server certificate for TLS_NAME and 127.0.0.1, signed by it."""
+def make_certs(directory: Path, names: tuple[str, ...] = (TLS_NAME,)) -> Certs:
+    """A CA and a server certificate for ``names`` and 127.0.0.1, signed by it."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "writ test CA")])
@@ -60,14 +60,14 @@ def make_certs(directory: Path) -> Certs:
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAME)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName(TLS_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in names] +
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
