@@ -93,6 +93,10 @@ def canonical_host(raw: str) -> str:
     if "%" in host:
         raise InvalidArgument(f"host {raw!r}: zone ids and percent-encoding are refused")
     ip = literal(host)
+    if host != raw and not isinstance(ip, ipaddress.IPv6Address):
+        # Brackets hold an IPv6 address only; urlsplit also passes "[v1.api.example.com]"
+        # (an RFC 3986 IPvFuture), which must not reach the name inside.
+        raise InvalidArgument(f"host {raw!r}: brackets hold only an IPv6 address")
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ip)
     if ip is None:

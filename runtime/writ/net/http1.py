@@ -63,7 +63,14 @@ class Exchange:
                                      f"{exc.strerror or exc}") from None
 
     async def request(self, method: str, target: str, headers: Headers) -> None:
-        await self._send(h11.Request(method=method, target=target, headers=list(headers)))
+        try:
+            event = h11.Request(method=method, target=target, headers=list(headers))
+        except h11.LocalProtocolError:
+            # Not h11's text: it quotes the refused value, which may be a secret the grant
+            # attaches (a stored value ending in CR, say).
+            raise UpstreamFailed("request does not frame as HTTP/1.1: h11 refuses its "
+                                 "method, target or a header") from None
+        await self._send(event)
 
     async def body(self, data: bytes) -> None:
         await self._send(h11.Data(data=data))
@@ -83,6 +90,10 @@ class Exchange:
                 data = await self._reader.read(READ_CHUNK)
             except (OSError, ssl.SSLError) as exc:
                 raise UpstreamFailed(f"reading the response failed: {exc}") from None
+            if not data and self._conn.their_state is h11.SEND_RESPONSE and \
+                    not self._conn.trailing_data[0]:
+                # h11 would say "can't handle event type ConnectionClosed when role=SERVER".
+                raise UpstreamFailed("server closed the connection without a response")
             self.received += len(data)
             self._conn.receive_data(data)
 
