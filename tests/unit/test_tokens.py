@@ -627,3 +627,15 @@ def test_vector_pinned_text_verifies_and_decodes() -> None:
     assert (d.allowed, d.rule, d.max_bytes) == (True, "reports-read", 65536)
     assert decide(a, ToolCall("read-file"), now).rule == "rf"
     assert not decide(a, ToolCall("read-file"), 1700003600).allowed
+
+
+def test_binding_blocks_do_not_grow_the_chain_check_cache() -> None:
+    """Every call binds the agent's token to a new invocation: the memoized widening check
+    must be keyed without that block, or the broker would keep one entry per call."""
+    agent = UnverifiedToken.parse(minted())
+    agent.verify(KEYRING)
+    size = tokens._chain_problem.cache_info().currsize
+    for i in range(50):
+        bound = UnverifiedToken.parse(tokens.bind(agent, f"i{i:016x}", "read-file", NOW))
+        assert bound.verify(KEYRING).block_ids[-1]
+    assert tokens._chain_problem.cache_info().currsize == size

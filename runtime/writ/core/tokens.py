@@ -164,7 +164,13 @@ class UnverifiedToken:
         # Constant-time compare: a timing oracle on the MAC would allow forgery.
         if not hmac.compare_digest(mac, self._msg.mac):
             raise TokenInvalid("token signature does not verify: forged or altered")
-        problem = _chain_problem(tuple(self._msg.blocks))
+        # Trailing blocks without a grant add no layer (the broker's binding block is one,
+        # unique to each invocation): memoize the chain without them, so the cache holds
+        # the tokens agents present, not one entry per call that is never seen again.
+        layers = len(self._blocks)
+        while layers > 1 and not self._blocks[layers - 1].HasField("grant"):
+            layers -= 1
+        problem = _chain_problem(tuple(self._msg.blocks[:layers]))
         if problem:
             raise (TokenInvalid if problem.startswith("malformed") else AttenuationWidens)(problem)
         # Budget counters are keyed by the chain MAC at each block, not by block ids: ids
