@@ -188,6 +188,19 @@ def test_byte_budget_cuts_a_response_off(net: Net) -> None:
         ("net.request", audit_pb2.ALLOW), ("net.request", audit_pb2.DENY)]
 
 
+def test_byte_budget_cuts_an_upload_off(net: Net) -> None:
+    token = net.token(net.rule(id="upload", max_bytes=1 << 20))
+    seq = net.broker.last_seq()
+    (out,) = net.fetch(token, {"url": net.plain.url("/echo"), "method": "POST",
+                               "body_bytes": 3 << 20})
+    assert out["code"] == "PERMISSION_DENIED"
+    assert "budget exhausted: upload allows 1048576 net bytes in total" in out["message"]
+    events = net.net_events(seq)
+    assert [(e.operation, e.decision, e.status) for e in events] == [
+        ("net.request", audit_pb2.ALLOW, "OK"),
+        ("net.request", audit_pb2.DENY, "PERMISSION_DENIED")]
+
+
 def test_raw_sockets_reach_nothing(net: Net) -> None:
     token = net.token()
     out = net.run(token, "net_connect", targets=[
