@@ -178,6 +178,11 @@ def _headers(raw: list[tool_pb2.Header], req: NetRequest) -> tuple[list[tuple[st
         if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\x00"):
             raise InvalidArgument(f"header {name}: value longer than {MAX_HEADER_VALUE} "
                                   "characters or containing CR, LF or NUL")
+        # h11 refuses blanks around a value, vertical tab and form feed only once the
+        # broker has dialled: trim or refuse them here, before any decision.
+        value = value.strip(" \t")
+        if any(c < " " and c != "\t" or c == "\x7f" for c in value):
+            raise InvalidArgument(f"header {name}: value contains a control character")
         total += len(name) + len(value) + 4
         low = name.lower()
         if low == "host":
