@@ -20,6 +20,7 @@ from ._proto import capabilities_pb2 as caps
 from .errors import ManifestInvalid
 from .launcher._spec import MAX_LIMITS
 from .rulecheck import check_glob
+from .schemas import schema_error, struct_schema
 
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]{1,128})?$")
@@ -104,6 +105,9 @@ def check_manifest(m: caps.Manifest, what: str = "manifest") -> None:
     if not IMAGE_REF.fullmatch(m.image):
         raise ManifestInvalid(f"{what}.image: {m.image!r} is not a local image reference")
     _check_file_rules(m.files, what, need_workspace=False)
+    problem = schema_error(struct_schema(m.input_schema))
+    if problem is not None:
+        raise ManifestInvalid(f"{what}.input_schema: not valid JSON Schema: {problem}")
     rulecheck.check_net(m.net, what)
     rulecheck.check_pay(m.pay, what)
     _check_limits(m.limits, what)

@@ -35,12 +35,10 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
-import jsonschema
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken
@@ -63,6 +61,7 @@ from starlette.routing import Route
 from .client import AsyncClient, ToolSpec, WritError, tool_spec
 from .core.tokens import UnverifiedToken
 from .errors import BrokerError
+from .schemas import schema_problem
 
 log = logging.getLogger("writ.mcp")
 LOOPBACK = {"127.0.0.1": socket.AF_INET, "localhost": socket.AF_INET, "::1": socket.AF_INET6}
@@ -89,26 +88,6 @@ def tool_result(value: Any) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=json.dumps(value))],
         structured_content=value if isinstance(value, dict) else None)
-
-
-def schema_problem(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> str | None:
-    """Why ``arguments`` break ``schema`` (one line), or None. A schema that is itself not
-    valid JSON Schema checks nothing here: the broker and the tool still decide."""
-    cls = jsonschema.validators.validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        log.warning("input schema is not valid JSON Schema, not checked: %s", exc.message)
-        return None
-    # The schema arrives through a protobuf Struct, whose key order is not stable, so the
-    # errors are sorted first: the same bad input always gets the same message.
-    errors = sorted(cls(schema).iter_errors(arguments),
-                    key=lambda e: ([str(p) for p in e.absolute_path], str(e.validator)))
-    error = jsonschema.exceptions.best_match(errors)
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path)
-    return f"{error.message}" + (f" (at {where})" if where else "")
 
 
 class Bridge:

@@ -28,7 +28,8 @@ from writ.client import (
 )
 from writ.client._common import event_of, target
 from writ.core.tokens import Keyring, UnverifiedToken, mint
-from writ.mcp_bridge import AnswerMalformed, WritBearer, parse_listen, schema_problem
+from writ.mcp_bridge import AnswerMalformed, WritBearer, parse_listen
+from writ.schemas import schema_problem
 
 
 def info(schema: dict[str, Any] | None, name: str = "t", description: str = "d") -> Any:

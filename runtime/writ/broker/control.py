@@ -30,6 +30,7 @@ from ..launcher import Launched, effective_limits
 from ..manifests import check_grant, check_manifest
 from ..net.control import SecretsControl
 from ..payments.control import PaymentsControl
+from ..schemas import schema_problem, struct_schema
 from ..security.signing import registration_detail
 from ..state import ToolRecord
 from .authority import AuthorityService, narrowing_report, token_ids
@@ -169,6 +170,10 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             if b.pinning.strict:  # asks dockerd what the tag names now: off the loop
                 await asyncio.to_thread(b.pinning.check_invoke, tool, b.launcher.image_id)
             input_json, args = _check_input(req.input_json)
+            problem = schema_problem(struct_schema(tool.manifest.input_schema), args)
+            if problem is not None:
+                raise InvalidArgument(f"input does not match the input schema of "
+                                      f"{tool.name!r}: {problem}")
             decision = decide(token.authority(tool.manifest), ToolCall(tool.name, args), now)
             if not decision.allowed:
                 raise PermissionDenied(decision.reason)
