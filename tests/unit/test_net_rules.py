@@ -20,13 +20,14 @@ from writ._proto import capabilities_pb2 as caps
 from writ._proto import token_pb2
 from writ.core.attenuation import widening
 from writ.core.policy import Authority, FileAccess, NetRequest, decide
-from writ.core.tokens import Keyring, UnverifiedToken, attenuate, mint
+from writ.core.tokens import UnverifiedToken
 from writ.errors import AttenuationWidens, ManifestInvalid
 from writ.manifests import load_yaml, parse_grant, parse_manifest
 
+from .test_attenuation import KEYRING, token_with
+
 NOW = 1_700_000_000
 EXP = NOW + 3600
-KEYRING = Keyring({"k1": b"\x07" * 32}, "k1")
 
 
 # == rulecheck: secrets in grants and manifests =============================================
@@ -142,13 +143,6 @@ PARENT = caps.Grant(expires_at=EXP, net=[net((sec(), sec("org", "X-Org", "/")), 
 
 def child(*rules: caps.NetRule) -> caps.Grant:
     return caps.Grant(net=rules)
-
-
-def token_with(*grants: caps.Grant) -> str:
-    text, _ = mint(KEYRING, grants[0], NOW)
-    for gr in grants[1:]:
-        text = attenuate(UnverifiedToken.parse(text), gr, NOW)
-    return text
 
 
 NARROWING = [
