@@ -1,0 +1,139 @@
+"""The ops socket's framing, against a stand-in service: each OpRequest reaches the handler
+of the unary method it names with the connection's token in the context metadata; a
+BrokerError comes back as an OpError with its status name; bad frames are refused through
+refuse_malformed and end the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from pathlib import Path
+from typing import Any
+
+from writ._proto import tool_pb2
+from writ.broker.ops import OPS_METHOD, OpsServer
+from writ.errors import BrokerError, NotFound
+from writ.methods import Method
+
+
+class Service:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        self.refused: list[tuple[str, str, str]] = []
+
+    @staticmethod
+    def _token(context: Any) -> str:
+        return dict(context.invocation_metadata())["writ-token"]
+
+    async def Stat(self, req: tool_pb2.StatRequest, context: Any) -> tool_pb2.StatResponse:
+        self.seen.append(("Stat", req.path, self._token(context)))
+        if req.path == "missing":
+            raise NotFound("missing: no such file or directory")
+        return tool_pb2.StatResponse(kind="file", size=len(req.path))
+
+    async def MakeDir(self, req: tool_pb2.MakeDirRequest,
+                      context: Any) -> tool_pb2.MakeDirResponse:
+        self.seen.append(("MakeDir", req.path, self._token(context)))
+        return tool_pb2.MakeDirResponse()
+
+    ListDir = OpenFile = Delete = Rename = Stat
+
+    async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
+        self.refused.append((row.full_name, err.details, self._token(context)))
+        raise err
+
+
+def _frame(data: bytes, length: int | None = None) -> bytes:
+    return struct.pack(">I", len(data) if length is None else length) + data
+
+
+def _exchange(tmp_path: Path, service: Service, *frames: bytes) -> tuple[list[Any], bool]:
+    """Send the frames in turn on one connection; the replies, and whether it was closed."""
+    async def run() -> tuple[list[Any], bool]:
+        path = tmp_path / "ops.sock"
+        server = OpsServer(path, service, "writ-token")
+        await server.start(-1, -1)  # -1: chown leaves owner and group as they are
+        replies: list[Any] = []
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        closed = False
+        for data in frames:
+            writer.write(data)
+            if not replies and data is frames[0]:
+                continue  # the token: no reply
+            try:
+                (n,) = struct.unpack(">I", await reader.readexactly(4))
+            except asyncio.IncompleteReadError:
+                closed = True
+                break
+            replies.append(tool_pb2.OpReply.FromString(await reader.readexactly(n)))
+        writer.close()
+        await server.close()
+        return replies, closed
+
+    return asyncio.run(run())
+
+
+def _req(rid: int, **op: Any) -> bytes:
+    return _frame(tool_pb2.OpRequest(id=rid, **op).SerializeToString())
+
+
+def test_each_request_reaches_its_unary_handler_with_the_token(tmp_path: Path) -> None:
+    svc = Service()
+    replies, closed = _exchange(
+        tmp_path, svc, _frame(b"writ1.tok"),
+        _req(1, stat=tool_pb2.StatRequest(path="a/b")),
+        _req(2, make_dir=tool_pb2.MakeDirRequest(path="d")),
+        _req(3, stat=tool_pb2.StatRequest(path="missing")))
+    assert not closed
+    assert [(r.id, r.WhichOneof("result")) for r in replies] == [
+        (1, "stat"), (2, "make_dir"), (3, "error")]
+    assert replies[0].stat.size == 3
+    assert (replies[2].error.code, replies[2].error.message) == (
+        "NOT_FOUND", "missing: no such file or directory")
+    assert svc.seen == [("Stat", "a/b", "writ1.tok"), ("MakeDir", "d", "writ1.tok"),
+                        ("Stat", "missing", "writ1.tok")]
+
+
+def test_request_without_an_operation_is_refused_and_the_connection_goes_on(
+        tmp_path: Path) -> None:
+    svc = Service()
+    replies, closed = _exchange(tmp_path, svc, _frame(b"t"), _req(5),
+                                _req(6, stat=tool_pb2.StatRequest(path="x")))
+    assert not closed
+    assert [(r.id, r.WhichOneof("result"), r.error.code) for r in replies] == [
+        (5, "error", "INVALID_ARGUMENT"), (6, "stat", "")]
+    assert svc.refused == [(OPS_METHOD.full_name,
+                            "OpRequest names no operation this broker serves", "t")]
+
+
+def test_unparseable_frame_is_refused_and_ends_the_connection(tmp_path: Path) -> None:
+    svc = Service()
+    replies, closed = _exchange(tmp_path, svc, _frame(b"t"), _frame(b"\xff\xff\xff"),
+                                _req(2, stat=tool_pb2.StatRequest(path="x")))
+    assert closed and replies == [] and svc.seen == []
+    assert svc.refused == [(OPS_METHOD.full_name, "malformed ops frame: not an OpRequest", "t")]
+
+
+def test_oversized_frame_is_refused_unread(tmp_path: Path) -> None:
+    svc = Service()
+    replies, closed = _exchange(tmp_path, svc, _frame(b"t"), _frame(b"", length=1 << 30))
+    assert closed and replies == [] and svc.refused == [
+        (OPS_METHOD.full_name, "malformed ops frame: 1073741824 bytes, more than 65536", "t")]
+
+
+def test_oversized_token_frame_is_refused_without_a_token(tmp_path: Path) -> None:
+    svc = Service()
+    replies, closed = _exchange(tmp_path, svc, _frame(b"", length=1 << 20), _req(1))
+    assert closed and replies == [] and svc.refused == [
+        (OPS_METHOD.full_name, "malformed ops frame: 1048576 bytes, more than 65536", "")]
+
+
+def test_socket_is_private_to_its_owner(tmp_path: Path) -> None:
+    async def run() -> int:
+        server = OpsServer(tmp_path / "ops.sock", Service(), "writ-token")
+        await server.start(-1, -1)
+        mode = (tmp_path / "ops.sock").stat().st_mode & 0o777
+        await server.close()
+        return mode
+
+    assert asyncio.run(run()) == 0o600
