@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import h11
 
@@ -407,7 +407,8 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         exchange = answered
         redactor = Redactor([v for _, v, _ in hop.secrets])
         yield tool_pb2.HttpResponsePart(head=tool_pb2.HttpResponseHead(
-            status=response.status_code, reason=response.reason.decode("latin-1"),
+            status=response.status_code,
+            reason=redactor.scrub(bytes(response.reason)).decode("latin-1"),
             headers=_response_headers(response.headers.raw_items(), redactor), url=hop.url,
             redirects=hops))
         chunks = answered.chunks()
@@ -450,7 +451,10 @@ async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop
         except BaseException:
             exchange.close()
             raise
-        if nxt is None:
+        if nxt is None or _carries_secret(nxt[1], hop):
+            # A Location holding a secret value (plain or percent-encoded) is not followed:
+            # the next URL would reach the tool, errors and audit records. The tool gets
+            # this response, its Location redacted.
             return hop, exchange, response, hops, meter
         exchange.close()
         await _record_done(ctx, deps, hop, response.status_code, exchange.sent, 0)
@@ -473,6 +477,12 @@ async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop
             raise _mark(type(err)(f"redirect refused: {err.details}")) from None
         meter = ByteMeter(ctx, hop.decision.charges)
         await ctx.record_decision(hop.ev, hop.decision)
+
+
+def _carries_secret(location: str, hop: _Hop) -> bool:
+    raw = location.encode("latin-1", "replace")
+    decoded = unquote_to_bytes(raw)
+    return any(v in raw or v in decoded for _, v, _ in hop.secrets)
 
 
 def _redirect(head: _Head, response: h11.Response, hops: int, method: str,
@@ -557,6 +567,8 @@ def _response_headers(raw: Sequence[tuple[bytes, bytes]], redactor: Redactor) ->
     for name, value in raw:
         if name.lower() in (b"transfer-encoding", b"connection", b"keep-alive"):
             continue  # the body reaches the tool de-framed
+        if redactor.scrub(name) != name:
+            continue  # a name echoing a secret: a marked-up name would not be a header name
         out.append(tool_pb2.Header(name=name.decode("latin-1"),
                                    value=redactor.scrub(value).decode("latin-1")))
     return out
