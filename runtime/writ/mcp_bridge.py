@@ -90,6 +90,24 @@ def tool_result(value: Any) -> types.CallToolResult:
         structured_content=value if isinstance(value, dict) else None)
 
 
+def granted_tools(token: str | None) -> set[str]:
+    """Tools the session's token names in every grant layer: the ones worth offering a
+    model (the broker still decides each call, arguments included). Reading the token's
+    claims needs no key; a token that does not parse offers nothing."""
+    if not token:
+        return set()
+    try:
+        blocks = UnverifiedToken.parse(token).blocks
+    except BrokerError:
+        return set()
+    names: set[str] | None = None
+    for block in blocks:
+        if block.HasField("grant"):
+            layer = {rule.name for rule in block.grant.tools}
+            names = layer if names is None else names & layer
+    return names or set()
+
+
 class Bridge:
     """MCP handlers over one broker connection. Create it inside the serving event loop."""
 
@@ -113,9 +131,11 @@ class Bridge:
             tools = await self._refresh()
         except WritError as err:
             raise MCPError(types.INTERNAL_ERROR, f"broker: {err.code}: {err.details}") from None
+        granted = granted_tools(self._token_for(ctx))
         return types.ListToolsResult(tools=[
             types.Tool(name=t["name"], description=t["description"],
-                       input_schema=t["input_schema"]) for t in tools.values()])
+                       input_schema=t["input_schema"])
+            for t in tools.values() if t["name"] in granted])
 
     def _token_for(self, ctx: Any) -> str | None:
         """The session's token: its own bearer token over HTTP, else the start-up one."""

@@ -78,14 +78,14 @@ def invokes_since(broker: RunningBroker, seq: int, tool: str) -> list[Any]:
 
 
 # -- stdio --------------------------------------------------------------------------------------
-def test_tools_list_carries_each_manifest_input_schema(broker: RunningBroker,
+def test_tools_list_carries_each_granted_tools_input_schema(broker: RunningBroker,
                                                        token_file: Path) -> None:
     async def go() -> list[mcp_types.Tool]:
         async with stdio_session(broker, token_file) as s:
             return (await s.list_tools()).tools
 
     tools = {t.name: t for t in run(go())}
-    assert set(tools) == {"probe", "probe-typed", "vault"}
+    assert set(tools) == {"probe", "probe-typed"}  # vault is registered, not granted
     assert tools["probe-typed"].input_schema == TYPED_SCHEMA  # maxLength stays an integer
     assert tools["probe-typed"].description == "probe with a schema"
     assert tools["probe"].input_schema == {"type": "object", "properties": {}}
@@ -240,7 +240,7 @@ def test_malformed_stdio_input_gets_jsonrpc_errors_and_the_bridge_keeps_serving(
                             '"params": {"name": "probe", "arguments": [1]}}')) == (
         4, -32602, "Invalid request parameters")
     listed = raw.ask('{"jsonrpc": "2.0", "id": 5, "method": "tools/list"}')
-    assert {t["name"] for t in listed["result"]["tools"]} == {"probe", "probe-typed", "vault"}
+    assert {t["name"] for t in listed["result"]["tools"]} == {"probe", "probe-typed"}
     assert raw.close() == 0  # stdin closed: a clean exit, not a crash
 
 
@@ -291,7 +291,7 @@ def test_http_lists_and_calls_with_the_start_up_token(http: HttpBridge) -> None:
             return names, await s.call_tool("probe", {"action": "read", "path": "reports/q3.csv"})
 
     names, result = run(go())
-    assert sorted(names) == ["probe", "probe-typed", "vault"]
+    assert sorted(names) == ["probe", "probe-typed"]
     assert (result.is_error, result.structured_content) == (
         False, {"action": "read", "result": {"text": Q3}})
 
