@@ -146,6 +146,22 @@ def test_unmodified_client_through_the_proxy_variables(net: Net) -> None:
         (f"GET http://127.0.0.1:{net.plain.port}/admin", "PERMISSION_DENIED")]
 
 
+@pytest.mark.parametrize("proxy_env, error", [
+    ("", "URLError"),                          # variables unset: a direct connection
+    ("http://127.0.0.1:9", "URLError"),        # a forwarder that is gone
+], ids=["unset", "forwarder-gone"])
+def test_without_the_forwarder_nothing_connects(net: Net, proxy_env: str, error: str) -> None:
+    token = net.token()
+    seq = net.broker.last_seq()
+    seen = len(net.plain.seen)
+    out = net.run(token, "proxy", proxy_env=proxy_env,
+                  requests=[{"url": net.plain.url("/hello")},
+                            {"url": f"http://{TLS_NAME}:{net.tls.port}/hello"}])
+    assert [r.get("error") for r in out["results"]] == [error, error], out
+    assert len(net.plain.seen) == seen
+    assert net.net_events(seq) == []
+
+
 # -- refused by the grant --------------------------------------------------------------------
 @pytest.mark.parametrize("request_, message", [
     ({"path": "/admin"}, "path '/admin' is outside the allowed prefixes for 127.0.0.1"),

@@ -475,6 +475,12 @@ def proxy(args):
     import urllib.request
 
     out = []
+    if args.get("proxy_env") is not None:  # unset the variables, or point them elsewhere
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
+                     "all_proxy"):
+            os.environ.pop(name, None)
+            if args["proxy_env"]:
+                os.environ[name] = args["proxy_env"]
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler(), urllib.request.HTTPSHandler(context=_ssl_context(args)))
     for spec in args["requests"]:
