@@ -311,3 +311,25 @@ def test_other_kinds_carry_no_time_limit_or_secrets() -> None:
     d = decide(authority(caps.Grant(expires_at=EXP, files=[rule])),
                FileAccess("w", "a.txt", caps.READ), NOW)
     assert d.allowed and (d.timeout_s, d.secrets) == (0, ())
+
+
+# == decide: paths a server resolves elsewhere =============================================
+@pytest.mark.parametrize("path", [
+    "/v1/../admin", "/v1/./x", "/v1/%2e%2e/admin", "/v1/%2E%2E/admin", "/v1/%252e%252e/admin",
+    "/v1/..%2fadmin", "/v1/..\\admin", "/v1/%2e%2e%5cadmin",
+    # ";parameters" and a NUL end the segment for some servers (Tomcat: "/v1/..;/admin")
+    "/v1/..;/admin", "/v1/.;/x", "/v1/..;jsessionid=1/admin", "/v1/%2e%2e;/admin",
+    "/v1/..%3b/admin", "/v1/..%00/admin", "/v1/..%2500/admin",
+])
+def test_dot_segments_in_any_disguise_are_refused(path: str) -> None:
+    d = decide(authority(g(net())), req(path), NOW)
+    assert (d.allowed, d.reason) == (False, (
+        f"grant has no rule allowing GET https://api.example.com:443{path}: path {path!r} has "
+        "a '.' or '..' segment; refused for api.example.com"))
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/a;b/c", "/v1/;/x", "/v1/...;/x", "/v1/a..;/x", "/v1/..a", "/v1/a.b", "/v1/%2e%2ea",
+])
+def test_segments_that_only_contain_dots_are_paths(path: str) -> None:
+    assert decide(authority(g(net())), req(path), NOW).allowed

@@ -327,10 +327,12 @@ def _match_net(rule: caps.NetRule, op: NetRequest, _manifest: bool) -> str | Non
 
 
 def _has_dot_segment(path: str) -> bool:
-    """A "." or ".." segment, also percent-encoded (even twice) or behind a backslash,
-    which some servers treat as "/"."""
+    """A "." or ".." segment, also percent-encoded (even twice), behind a backslash, which
+    some servers treat as "/", or followed by ";parameters" or a NUL, which some servers
+    (Tomcat: "/v1/..;/admin") drop before resolving it."""
     for _ in range(3):
-        if any(seg in (".", "..") for seg in path.replace("\\", "/").split("/")):
+        if any(seg.split(";")[0].split("\x00")[0] in (".", "..")
+               for seg in path.replace("\\", "/").split("/")):
             return True
         decoded = unquote(path)
         if decoded == path:
