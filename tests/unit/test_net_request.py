@@ -12,12 +12,13 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import h11
 import pytest
 from writ._proto import capabilities_pb2 as caps
 from writ._proto import token_pb2, tool_pb2
 from writ.budgets import Budgets
 from writ.core.policy import Authority, Charge, NetRequest, decide
-from writ.errors import InvalidArgument, PermissionDenied
+from writ.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from writ.mediators._context import CallContext
 from writ.mediators.net import (
     CREDIT_STEP,
@@ -29,8 +30,10 @@ from writ.mediators.net import (
     MAX_TIMEOUT_S,
     MAX_URL,
     ByteMeter,
+    _Body,
     _head,
     _headers,
+    _redirect,
     net_request,
 )
 
@@ -532,3 +535,61 @@ def test_the_charges_decide_names_are_the_ones_metered(budgets: Budgets) -> None
         m.take(1)
     assert info.value.details == (f"budget exhausted: api allows {2 * MiB} net bytes in total, "
                                   f"{2 * MiB} used, this needs 1")
+
+
+# == _redirect: which answers are followed, and with which method ==========================
+def _body(kept: bytes | None) -> _Body:
+    b = _Body(None)  # type: ignore[arg-type]  # never streamed here
+    b.kept = None if kept is None else bytearray(kept)
+    return b
+
+
+def _response(status: int, *headers: tuple[bytes, bytes]) -> h11.Response:
+    return h11.Response(status_code=status, headers=list(headers))
+
+
+LOC = (b"Location", b"/next")
+
+# (row id, status, response headers, method, kept body, follow, hops, expected)
+REDIRECTS: list[tuple[str, int, tuple[tuple[bytes, bytes], ...], str, bytes | None, bool, int,
+                      tuple[str, str] | None]] = [
+    ("not-asked-to-follow", 302, (LOC,), "GET", b"", False, 0, None),
+    ("not-a-redirect", 200, (LOC,), "GET", b"", True, 0, None),
+    ("not-modified", 304, (LOC,), "GET", b"", True, 0, None),
+    ("multiple-choices", 300, (LOC,), "GET", b"", True, 0, None),
+    ("no-location", 302, (), "GET", b"", True, 0, None),
+    ("empty-location", 302, ((b"Location", b""),), "GET", b"", True, 0, None),
+    ("301-get", 301, (LOC,), "GET", b"", True, 0, ("GET", "/next")),
+    ("302-post-becomes-get", 302, (LOC,), "POST", b"x", True, 0, ("GET", "/next")),
+    ("301-post-becomes-get", 301, (LOC,), "POST", None, True, 0, ("GET", "/next")),
+    ("302-put-stays-put", 302, (LOC,), "PUT", b"x", True, 0, ("PUT", "/next")),
+    ("302-put-too-large-to-replay", 302, (LOC,), "PUT", None, True, 0, None),
+    ("303-post-becomes-get", 303, (LOC,), "POST", None, True, 0, ("GET", "/next")),
+    ("303-delete-becomes-get", 303, (LOC,), "DELETE", b"", True, 0, ("GET", "/next")),
+    ("303-head-stays-head", 303, (LOC,), "HEAD", b"", True, 0, ("HEAD", "/next")),
+    ("307-post-replayed", 307, (LOC,), "POST", b"x", True, 0, ("POST", "/next")),
+    ("308-post-too-large", 308, (LOC,), "POST", None, True, 0, None),
+    ("307-get-without-body", 307, (LOC,), "GET", None, True, 0, ("GET", "/next")),
+    ("location-header-case", 302, ((b"LOCATION", b"/n"),), "GET", b"", True, 0, ("GET", "/n")),
+    ("location-latin-1", 302, ((b"Location", b"/caf\xe9"),), "GET", b"", True, 0,
+     ("GET", "/caf\xe9")),
+    ("last-hop-allowed", 302, (LOC,), "GET", b"", True, DEFAULT_REDIRECTS - 1,
+     ("GET", "/next")),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "method", "kept", "follow", "hops", "expected"),
+                         [r[1:] for r in REDIRECTS], ids=[r[0] for r in REDIRECTS])
+def test_redirects(status: int, headers: tuple[tuple[bytes, bytes], ...], method: str,
+                   kept: bytes | None, follow: bool, hops: int,
+                   expected: tuple[str, str] | None) -> None:
+    head = _head(part(method=method, follow_redirects=follow), 30.0)
+    assert _redirect(head, _response(status, *headers), hops, method, _body(kept)) == expected
+
+
+@pytest.mark.parametrize("limit", [1, DEFAULT_REDIRECTS, MAX_REDIRECTS])
+def test_one_redirect_too_many_is_refused(limit: int) -> None:
+    head = _head(part(follow_redirects=True, max_redirects=limit), 30.0)
+    with pytest.raises(FailedPrecondition) as info:
+        _redirect(head, _response(302, LOC), limit, "GET", _body(b""))
+    assert info.value.details == f"more than {limit} redirects"
