@@ -51,8 +51,21 @@ class FileMissing(NotFound):
     pass
 
 
+class FileExists(BrokerError):
+    """The path is taken: create, mkdir or a non-replacing rename."""
+
+    code = "ALREADY_EXISTS"
+
+
 class FailedPrecondition(BrokerError):
     code = "FAILED_PRECONDITION"
+
+
+class Aborted(BrokerError):
+    """The filesystem changed under the operation (only a host process can race us: tool
+    mutations of one workspace are serialized)."""
+
+    code = "ABORTED"
 
 
 # -- tokens --------------------------------------------------------------------------------

@@ -25,26 +25,12 @@ from pathlib import Path
 from ..errors import (
     BrokerError,
     FailedPrecondition,
+    FileExists,
     FileMissing,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
 )
-
-
-# -- errors this module adds (the codes writ.errors lacks) -----------------------------------
-class FileExists(BrokerError):
-    """The path is taken: create, mkdir or a non-replacing rename."""
-
-    code = "ALREADY_EXISTS"
-
-
-class Aborted(BrokerError):
-    """The filesystem changed under the operation (only a host process can race us: tool
-    mutations of one workspace are serialized)."""
-
-    code = "ABORTED"
-
 
 SYMLINK = "path goes through a symbolic link; links are not followed"
 NOT_REGULAR = "not a regular file (FIFO, device or socket)"

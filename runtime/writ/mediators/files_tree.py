@@ -21,12 +21,10 @@ from .._proto import capabilities_pb2 as caps
 from ..budgets import Reservation
 from ..core.paths import clean_relpath
 from ..core.policy import Decision, FileAccess, decide
-from ..errors import BrokerError, FailedPrecondition, InvalidArgument
+from ..errors import Aborted, BrokerError, FailedPrecondition, FileExists, InvalidArgument
 from ._context import CallContext
 from ._fsops import (
     RENAME_NOREPLACE,
-    Aborted,
-    FileExists,
     Slot,
     check_file,
     openat2_beneath,

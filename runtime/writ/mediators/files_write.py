@@ -33,7 +33,9 @@ from .._proto import capabilities_pb2 as caps
 from ..budgets import Reservation
 from ..core.policy import Decision, FileAccess, decide
 from ..errors import (
+    Aborted,
     BrokerError,
+    FileExists,
     FileMissing,
     InvalidArgument,
     PermissionDenied,
@@ -42,8 +44,6 @@ from ..errors import (
 from ._context import CallContext
 from ._fdpass import DescriptorDesk
 from ._fsops import (
-    Aborted,
-    FileExists,
     Slot,
     TempFile,
     check_file,
