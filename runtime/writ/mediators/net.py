@@ -564,9 +564,14 @@ async def _request(exchange: Exchange, method: str, req: NetRequest, url: str,
 
 def _response_headers(raw: Sequence[tuple[bytes, bytes]], redactor: Redactor) -> list[tool_pb2.Header]:
     out = []
+    chunked = any(name.lower() == b"transfer-encoding" for name, _ in raw)
     for name, value in raw:
         if name.lower() in (b"transfer-encoding", b"connection", b"keep-alive"):
             continue  # the body reaches the tool de-framed
+        if name.lower() == b"content-length" and (chunked or redactor):
+            # Wrong for what the tool gets: h11 framed the body by Transfer-Encoding, or a
+            # redacted secret changes its length. The end of the stream ends the body.
+            continue
         if redactor.scrub(name) != name:
             continue  # a name echoing a secret: a marked-up name would not be a header name
         out.append(tool_pb2.Header(name=name.decode("latin-1"),
