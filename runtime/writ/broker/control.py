@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..launcher import Launched, effective_limits
 from ..manifests import check_grant, check_manifest
+from ..methods import Method
 from ..net.control import SecretsControl
 from ..payments.control import PaymentsControl
 from ..schemas import schema_problem, struct_schema
@@ -93,9 +94,24 @@ async def _launched_anyway(launch: asyncio.Future[Launched]) -> str:
     return launch.result().container_id
 
 
+# Control methods that read and decide nothing, so they write no audit record, not even
+# for a request that does not parse.
+READ_ONLY = {"ListTools", "Explain", "ListApprovals", "ListAccounts", "ListSecrets"}
+
+
 class ControlService(AuthorityService, PaymentsControl, SecretsControl):
     def __init__(self, broker: Broker) -> None:
         self.b = broker
+
+    async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
+        """A request that did not parse: recorded as refused (when the method records its
+        decisions at all), then raised as INVALID_ARGUMENT."""
+        if row.name not in READ_ONLY:
+            actor = "operator" if row.surface == "operator" else "agent"
+            ev = self.b.event(actor, row.name, row.operation, "")
+            async with self.b.audited(ev):
+                raise err
+        raise err
 
     async def RegisterTool(self, req: control_pb2.RegisterToolRequest,
                            context: Any) -> control_pb2.ToolInfo:
