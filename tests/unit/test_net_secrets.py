@@ -12,6 +12,7 @@ plain loopback server needs no certificate.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Result:
     error: BrokerError | None
     events: list[audit_pb2.AuditEvent]
     seen: list[bytes] = field(default_factory=list)
+    port: int = 0
 
     @property
     def head(self) -> tool_pb2.HttpResponseHead:
@@ -95,7 +97,7 @@ async def _fetch(tmp: Path, answer: Answer, path: str = "/v1/a",
         server.close()
         await server.wait_closed()
         budgets.close()
-    return Result(out, error, events, seen)
+    return Result(out, error, events, seen, port)
 
 
 def fetch(tmp: Path, answer: Answer, **kw: object) -> Result:
@@ -205,3 +207,41 @@ def test_a_redirect_without_the_secret_is_followed_and_carries_it_again(
     assert [req.split(b"\r\n")[0] for req in r.seen] == [b"GET /v1/a HTTP/1.1",
                                                         b"GET /v1/b HTTP/1.1"]
     assert all(b"Authorization: " + SECRET + b"\r\n" in req for req in r.seen)
+
+
+def test_the_tool_cannot_ask_for_a_compressed_echo(tmp_path: Path) -> None:
+    r = fetch(tmp_path, canned(b"HTTP/1.1 204 No Content\r\n\r\n"),
+              headers=(("Accept-Encoding", "gzip, br"),))
+    (request,) = r.seen
+    assert b"accept-encoding: identity\r\n" in request
+    assert b"gzip" not in request
+
+
+def test_without_secrets_the_tool_may_ask_for_compression(tmp_path: Path) -> None:
+    r = fetch(tmp_path, canned(b"HTTP/1.1 204 No Content\r\n\r\n"), secret_prefix="/v1/none/",
+              headers=(("Accept-Encoding", "gzip"),))
+    (request,) = r.seen
+    assert b"Accept-Encoding: gzip\r\n" in request and b"identity" not in request
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"GZIP", b"br", SECRET])
+def test_a_compressed_body_answering_a_secret_is_refused(tmp_path: Path,
+                                                          encoding: bytes) -> None:
+    body = gzip.compress(b"Authorization: " + SECRET)
+    r = fetch(tmp_path, canned(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding +
+                               b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body))
+    assert r.parts == []
+    assert r.error is not None and r.error.code == "UNAVAILABLE"
+    assert r.error.details == (
+        f"GET http://127.0.0.1:{r.port}/v1/a: the server encoded its body (Content-Encoding) "
+        "in answer to a request carrying a secret; a body the broker cannot search for the "
+        "secret is not passed on")
+    assert [(e.decision, e.status) for e in r.events] == [
+        (audit_pb2.ALLOW, "OK"), (audit_pb2.DENY, "UNAVAILABLE")]
+
+
+@pytest.mark.parametrize("encoding", [b"identity", b" Identity "])
+def test_an_identity_encoded_body_is_passed_on(tmp_path: Path, encoding: bytes) -> None:
+    r = fetch(tmp_path, canned(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding +
+                               b"\r\nContent-Length: 2\r\n\r\nok"))
+    assert (r.error, r.body) == (None, b"ok")
