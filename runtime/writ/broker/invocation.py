@@ -256,7 +256,7 @@ class ToolService:
     async def HttpRequest(self, parts: AsyncIterator[tool_pb2.HttpRequestPart],
                           context: Any) -> AsyncIterator[tool_pb2.HttpResponsePart]:
         ctx = await self._context(context, "/writ.v1.ToolBroker/HttpRequest")
-        async for part in net_mediator.http_request(ctx, self.broker.net, parts):
+        async for part in net_mediator.http_request(ctx, self.broker.net, parts, self.inv.desk):
             yield part
 
     async def Connect(self, parts: AsyncIterator[tool_pb2.TunnelPart],

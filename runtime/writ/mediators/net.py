@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import re
 import ssl
 import time
@@ -47,6 +49,7 @@ from ..net.hosts import IPAddress, Resolver, canonical_host, literal
 from ..net.http1 import Exchange, Redactor, dial
 from ..net.tls import MAX_HELLO, NeedMore, server_name
 from ._context import Appender, CallContext
+from ._fdpass import DescriptorDesk
 
 __all__ = ["NetDeps", "http_request", "net_request", "tunnel"]
 
@@ -164,6 +167,7 @@ class _Head:
     timeout_s: float
     follow: bool
     max_redirects: int
+    pipe: bool
 
 
 def _headers(raw: list[tool_pb2.Header], req: NetRequest) -> tuple[list[tuple[str, str]],
@@ -222,7 +226,7 @@ def _head(part: tool_pb2.HttpRequestPart, default_timeout: float) -> _Head:
     if h.max_redirects > MAX_REDIRECTS:
         raise InvalidArgument(f"max_redirects is at most {MAX_REDIRECTS}")
     return _Head(h.method, h.url, req, headers, length, h.timeout_s or default_timeout,
-                 h.follow_redirects, h.max_redirects or DEFAULT_REDIRECTS)
+                 h.follow_redirects, h.max_redirects or DEFAULT_REDIRECTS, h.body_via_pipe)
 
 
 # -- budgets ---------------------------------------------------------------------------------
@@ -384,7 +388,8 @@ class _Body:
 
 
 async def http_request(ctx: CallContext, deps: NetDeps,
-                       parts: AsyncIterator[tool_pb2.HttpRequestPart]
+                       parts: AsyncIterator[tool_pb2.HttpRequestPart],
+                       desk: DescriptorDesk | None = None
                        ) -> AsyncIterator[tool_pb2.HttpResponsePart]:
     ev = _event(ctx, "net.request", "")
     try:
@@ -400,6 +405,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
     deadline = loop.time() + min(head.timeout_s, hop.decision.timeout_s or MAX_TIMEOUT_S)
     meter = ByteMeter(ctx, hop.decision.charges)
     exchange: Exchange | None = None
+    pipe: _PipeOut | None = None
     try:
         await ctx.record_decision(hop.ev, hop.decision)
         hop, answered, response, hops, meter = await _within(
@@ -413,22 +419,31 @@ async def http_request(ctx: CallContext, deps: NetDeps,
                                  "(Content-Encoding) in answer to a request carrying a "
                                  "secret; a body the broker cannot search for the secret is "
                                  "not passed on")
+        ticket = ""
+        if head.pipe and desk is not None and _worth_a_pipe(response) and desk.has_room():
+            pipe, ticket = _PipeOut.issued(desk)
         yield tool_pb2.HttpResponsePart(head=tool_pb2.HttpResponseHead(
             status=response.status_code,
             reason=redactor.scrub(bytes(response.reason)).decode("latin-1"),
             headers=_response_headers(response.headers.raw_items(), redactor), url=hop.url,
-            redirects=hops))
+            redirects=hops, body_ticket=ticket))
         chunks = answered.chunks()
         received = 0
         while (chunk := await _within(deadline, anext(chunks, None))) is not None:
             meter.take(len(chunk))
             received += len(chunk)
             out = redactor.feed(chunk)
-            if out:
+            if out and pipe is not None:
+                await _within(deadline, pipe.write(out))
+            elif out:
                 yield tool_pb2.HttpResponsePart(body=out)
         tail = redactor.flush()
-        if tail:
+        if tail and pipe is not None:
+            await _within(deadline, pipe.write(tail))
+        elif tail:
             yield tool_pb2.HttpResponsePart(body=tail)
+        if pipe is not None:
+            pipe.close()  # the tool reads to the end; the stream's OK says it was whole
         await _record_done(ctx, deps, hop, response.status_code, answered.sent, received)
     except TimeoutError:
         late = DeadlineExceeded(f"{_describe(hop.req)} took longer than its time limit "
@@ -443,6 +458,66 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         meter.settle()
         if exchange is not None:
             exchange.close()
+        if pipe is not None:
+            pipe.close()
+
+
+PIPE_ABOVE = 256 << 10     # bodies larger than this (or of unknown length) go by pipe
+PIPE_SIZE = 1 << 20        # the pipe's buffer (F_SETPIPE_SZ), when the kernel allows it
+F_SETPIPE_SZ = 1031
+
+
+def _worth_a_pipe(response: h11.Response) -> bool:
+    length = dict(response.headers).get(b"content-length")
+    return length is None or not length.isdigit() or int(length) > PIPE_ABOVE
+
+
+def _settle(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+class _PipeOut:
+    """The write end of a pipe whose read end waits at the descriptor desk for the tool.
+    Writes never block the event loop; a tool that stops reading stalls only its own
+    request, until the time limit."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    @classmethod
+    def issued(cls, desk: DescriptorDesk) -> tuple[_PipeOut, str]:
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+        return cls(w), desk.issue(r)
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            assert self.fd is not None
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                await self._writable()
+            except BrokenPipeError:
+                raise FailedPrecondition("the tool closed the body's pipe before its end; "
+                                         "the rest was not read") from None
+
+    async def _writable(self) -> None:
+        assert self.fd is not None
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(self.fd, _settle, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop: _Hop,

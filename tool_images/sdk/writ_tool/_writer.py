@@ -19,10 +19,10 @@ from typing import Any
 import grpc
 
 from ._broker import BrokerError, connection, translate
+from ._desk import FD_SOCKET
 from ._proto import tool_pb2
 
 CHUNK = 1 << 20          # bytes per WriteFile message (the broker accepts 1 MiB of data)
-FD_SOCKET = "fd.sock"    # the broker's descriptor socket, next to its gRPC socket
 PIPE_METADATA = "writ-pipe"  # the broker took our pipe and drains it
 _QUEUE = 4               # chunks buffered ahead of the broker
 _ABORT_WAIT_S = 5.0

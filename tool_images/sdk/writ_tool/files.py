@@ -29,15 +29,15 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ._broker import BrokerError, connection
+from ._desk import redeem
 from ._proto import tool_pb2
-from ._writer import CHUNK, FD_SOCKET, TextWriter, Writer
+from ._writer import CHUNK, TextWriter, Writer
 
 # Writes hand the broker a pipe for their bytes (splice on its side: no per-message cost);
 # False sends them in WriteFile messages instead (tests use both).
@@ -115,16 +115,7 @@ def open_descriptor(path: str, workspace: str = "") -> int | None:
         if err.code in ("FAILED_PRECONDITION", "UNIMPLEMENTED"):
             return None
         raise
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(os.path.join(os.path.dirname(conn.socket_path), FD_SOCKET))
-        s.sendall(resp.ticket.encode() + b"\n")
-        msg, fds, _flags, _addr = socket.recv_fds(s, 256, 1)
-    if msg[:1] != b"\x00" or len(fds) != 1:
-        for fd in fds:
-            os.close(fd)
-        raise BrokerError("UNAVAILABLE", msg[1:].decode(errors="replace") or
-                          "the descriptor socket closed without an answer")
-    return fds[0]
+    return redeem(resp.ticket)
 
 
 class _StreamReader(io.RawIOBase):

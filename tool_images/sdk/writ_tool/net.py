@@ -25,12 +25,14 @@ loopback inside the container (see ``writ_tool.proxy``).
 from __future__ import annotations
 
 import json as _json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import grpc
 
+from . import _desk
 from ._broker import InvalidArgument, connection, translate
 from ._proto import tool_pb2
 
@@ -47,6 +49,8 @@ class Response:
     redirects: int
     content: bytes = b""
     _parts: Iterator[tool_pb2.HttpResponsePart] | None = field(default=None, repr=False)
+    _pipe: int | None = field(default=None, repr=False)   # the body's pipe, when the broker
+                                                          # sent it that way
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), or None."""
@@ -71,7 +75,16 @@ class Response:
                 yield self.content
             return
         parts, self._parts = self._parts, None
+        pipe, self._pipe = self._pipe, None
         try:
+            if pipe is not None:
+                try:
+                    while data := os.read(pipe, CHUNK):
+                        yield data
+                finally:
+                    os.close(pipe)
+            # Messages carry the body, or (after a pipe) nothing: the stream's end says
+            # whether the body was whole.
             for part in parts:
                 if part.body:
                     yield part.body
@@ -84,6 +97,9 @@ class Response:
         return self.content
 
     def close(self) -> None:
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
         parts, self._parts = self._parts, None
         cancel = getattr(parts, "cancel", None)
         if cancel is not None:
@@ -139,19 +155,27 @@ def stream(url: str, method: str = "GET", headers: HeaderInput | None = None,
         body = _json.dumps(json).encode()
         if not any(h.name.lower() == "content-type" for h in hdrs):
             hdrs.append(tool_pb2.Header(name="Content-Type", value="application/json"))
+    conn = connection()
     head = tool_pb2.HttpRequestHead(method=method.upper(), url=url, headers=hdrs,
                                     timeout_s=timeout or 0.0,
                                     follow_redirects=follow_redirects,
-                                    max_redirects=max_redirects)
-    conn = connection()
+                                    max_redirects=max_redirects,
+                                    body_via_pipe=_desk.available())
     try:
         replies = conn.stub.HttpRequest(_parts(head, body), metadata=conn.metadata)
         first = next(replies)
     except grpc.RpcError as err:
         raise translate(err) from None
     h = first.head
-    return Response(h.status, h.reason, [(x.name, x.value) for x in h.headers], h.url,
-                    h.redirects, _parts=replies)
+    response = Response(h.status, h.reason, [(x.name, x.value) for x in h.headers], h.url,
+                        h.redirects, _parts=replies)
+    if h.body_ticket:
+        try:
+            response._pipe = _desk.redeem(h.body_ticket)
+        except BaseException:
+            replies.cancel()
+            raise
+    return response
 
 
 def fetch(url: str, method: str = "GET", headers: HeaderInput | None = None,

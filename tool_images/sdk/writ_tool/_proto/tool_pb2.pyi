@@ -247,20 +247,22 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class HttpRequestHead(_message.Message):
-    __slots__ = ("method", "url", "headers", "timeout_s", "follow_redirects", "max_redirects")
+    __slots__ = ("method", "url", "headers", "timeout_s", "follow_redirects", "max_redirects", "body_via_pipe")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_REDIRECTS_FIELD_NUMBER: _ClassVar[int]
     MAX_REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    BODY_VIA_PIPE_FIELD_NUMBER: _ClassVar[int]
     method: str
     url: str
     headers: _containers.RepeatedCompositeFieldContainer[Header]
     timeout_s: float
     follow_redirects: bool
     max_redirects: int
-    def __init__(self, method: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., follow_redirects: _Optional[bool] = ..., max_redirects: _Optional[int] = ...) -> None: ...
+    body_via_pipe: bool
+    def __init__(self, method: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., follow_redirects: _Optional[bool] = ..., max_redirects: _Optional[int] = ..., body_via_pipe: _Optional[bool] = ...) -> None: ...
 
 class HttpRequestPart(_message.Message):
     __slots__ = ("head", "body", "finish")
@@ -273,18 +275,20 @@ class HttpRequestPart(_message.Message):
     def __init__(self, head: _Optional[_Union[HttpRequestHead, _Mapping]] = ..., body: _Optional[bytes] = ..., finish: _Optional[bool] = ...) -> None: ...
 
 class HttpResponseHead(_message.Message):
-    __slots__ = ("status", "reason", "headers", "url", "redirects")
+    __slots__ = ("status", "reason", "headers", "url", "redirects", "body_ticket")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    BODY_TICKET_FIELD_NUMBER: _ClassVar[int]
     status: int
     reason: str
     headers: _containers.RepeatedCompositeFieldContainer[Header]
     url: str
     redirects: int
-    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., url: _Optional[str] = ..., redirects: _Optional[int] = ...) -> None: ...
+    body_ticket: str
+    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., url: _Optional[str] = ..., redirects: _Optional[int] = ..., body_ticket: _Optional[str] = ...) -> None: ...
 
 class HttpResponsePart(_message.Message):
     __slots__ = ("head", "body")
