@@ -126,6 +126,19 @@ def test_sdk_get_and_post_reach_the_server_and_are_recorded(net: Net) -> None:
     assert all(e.seq < r.seq for e, r in zip(requests, responses, strict=True))
 
 
+def test_a_large_body_arrives_whole_over_the_pipe(net: Net) -> None:
+    token = net.token()
+    seq = net.broker.last_seq()
+    n = 5 << 20
+    small, big = net.fetch(token, {"url": net.plain.url("/big?n=1000")},
+                           {"url": net.plain.url(f"/big?n={n}")})
+    assert small["ok"]["length"] == 1000       # in messages
+    assert big["ok"]["length"] == n            # on the pipe
+    assert big["ok"]["body"] == bytes(range(256)).decode("latin-1") * 16
+    done = [e for e in net.net_events(seq) if e.operation == "net.response"]
+    assert [e.bytes for e in done] == [1000, n]
+
+
 def test_unmodified_client_through_the_proxy_variables(net: Net) -> None:
     token = net.token()
     seq = net.broker.last_seq()

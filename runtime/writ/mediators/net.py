@@ -487,7 +487,8 @@ class _PipeOut:
 
     @classmethod
     def issued(cls, desk: DescriptorDesk) -> tuple[_PipeOut, str]:
-        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)  # the write end only: the tool's end stays blocking
         with contextlib.suppress(OSError):
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         return cls(w), desk.issue(r)

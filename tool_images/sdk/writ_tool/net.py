@@ -172,6 +172,7 @@ def stream(url: str, method: str = "GET", headers: HeaderInput | None = None,
     if h.body_ticket:
         try:
             response._pipe = _desk.redeem(h.body_ticket)
+            os.set_blocking(response._pipe, True)
         except BaseException:
             replies.cancel()
             raise
