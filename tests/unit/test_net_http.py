@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from writ.errors import UpstreamFailed
-from writ.net.http1 import MAX_RESPONSE_HEAD, Exchange, Redactor
+from writ.net.http1 import MAX_RESPONSE_HEAD, Exchange, Redactor, secret_forms
 
 MARK = Redactor.MARK
 NOT_HTTP = "server's response is not valid HTTP/1.1: "
@@ -258,3 +258,21 @@ def test_a_request_that_does_not_frame_is_refused_without_quoting_it(
     assert details == ("request does not frame as HTTP/1.1: h11 refuses its method, target "
                        "or a header")
     assert sent == 0
+
+
+@pytest.mark.parametrize("echoed", [
+    b"Bearer sk-live/7Hq2x",          # the stored value
+    b"sk-live/7Hq2x",                 # the credential without its scheme
+    b"Bearer sk-live\\/7Hq2x",        # JSON-escaped
+    b"sk-live%2F7Hq2x",               # percent-encoded
+    b"Bearer%20sk-live%2F7Hq2x",
+], ids=["value", "credential", "json", "percent-credential", "percent-value"])
+def test_secret_forms_are_all_redacted(echoed: bytes) -> None:
+    r = Redactor(secret_forms(b"Bearer sk-live/7Hq2x"))
+    out = r.feed(b'{"auth": "' + echoed + b'"}') + r.flush()
+    assert out == b'{"auth": "' + Redactor.MARK + b'"}'
+
+
+def test_a_short_credential_is_not_searched_for_alone() -> None:
+    assert secret_forms(b"Basic abc") == sorted(
+        {b"Basic abc", b"Basic%20abc"}, key=len, reverse=True)

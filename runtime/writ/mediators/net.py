@@ -46,7 +46,7 @@ from ..errors import (
     UpstreamFailed,
 )
 from ..net.hosts import IPAddress, Resolver, canonical_host, literal
-from ..net.http1 import Exchange, Redactor, dial
+from ..net.http1 import Exchange, Redactor, dial, secret_forms
 from ..net.tls import MAX_HELLO, NeedMore, server_name
 from ._context import Appender, CallContext
 from ._fdpass import DescriptorDesk
@@ -411,7 +411,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         hop, answered, response, hops, meter = await _within(
             deadline, _follow(ctx, deps, head, body, hop, meter))
         exchange = answered
-        redactor = Redactor([v for _, v, _ in hop.secrets])
+        redactor = Redactor([f for _, v, _ in hop.secrets for f in secret_forms(v)])
         encoding = dict(response.headers).get(b"content-encoding", b"identity").strip()
         if redactor and encoding.lower() != b"identity":
             # Not quoting the encoding: the server chose it, it could echo the secret.

@@ -11,6 +11,7 @@ import asyncio
 import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import quote_from_bytes
 
 import h11
 
@@ -126,6 +127,24 @@ class Exchange:
 
     def close(self) -> None:
         self._writer.close()
+
+
+MIN_CREDENTIAL = 8  # shorter credential parts are not searched for on their own
+
+
+def secret_forms(value: bytes) -> list[bytes]:
+    """The spellings of a stored secret a server is likely to echo: the value itself, the
+    credential after an auth scheme ("Bearer <token>": the token alone), and each of those
+    JSON-escaped ("/" as "\\/") and percent-encoded. Other encodings (base64, pieces fetched
+    with Range) are not caught: see DESIGN.md, "Network"."""
+    forms = [value]
+    scheme, sep, credential = value.partition(b" ")
+    if sep and scheme.isalpha() and len(credential) >= MIN_CREDENTIAL:
+        forms.append(credential)
+    out = []
+    for f in forms:
+        out += [f, f.replace(b"/", b"\\/"), quote_from_bytes(f, safe="").encode()]
+    return sorted(set(out), key=len, reverse=True)
 
 
 class Redactor:
