@@ -170,9 +170,13 @@ def test_tool_env_holds_only_its_bound_token_and_no_host_secrets(
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
     out = run(broker, token, "env_values")
     env = out.result["result"]
-    assert sorted(env) == ["HOME", "HOSTNAME", "LC_CTYPE", "PATH", "PYTHONDONTWRITEBYTECODE",
-                           "PYTHONPATH", "PYTHONUNBUFFERED", "WRIT_INVOCATION", "WRIT_SOCKET",
-                           "WRIT_TOKEN"]
+    proxies = ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "http_proxy",
+               "https_proxy"]
+    assert sorted(env) == sorted(["HOME", "HOSTNAME", "LC_CTYPE", "PATH",
+                                  "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONUNBUFFERED",
+                                  "WRIT_INVOCATION", "WRIT_SOCKET", "WRIT_TOKEN", *proxies])
+    # The proxy variables name the in-box forwarder on loopback, nothing else.
+    assert {env[p].rsplit(":", 1)[0] for p in proxies} == {"http://127.0.0.1"}
     assert (env["WRIT_SOCKET"], env["WRIT_INVOCATION"]) == ("/run/writ/broker.sock",
                                                             out.invocation_id)
     assert not any(secret in value for value in env.values()
