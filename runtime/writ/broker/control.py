@@ -206,7 +206,7 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             async with b.invocation_slot():
                 admitted = True
                 async for item in self._run(tool, unverified, token.blocks, inv_id,
-                                            input_json, req.capture_output):
+                                            input_json, req.capture_output, token.block_ids):
                     yield item
         except (ResourceExhausted, asyncio.CancelledError) as exc:
             if not admitted:
@@ -217,8 +217,8 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             raise
 
     async def _run(self, tool: ToolRecord, unverified: UnverifiedToken, blocks: Any,
-                   inv_id: str, input_json: str,
-                   capture_output: bool) -> AsyncIterator[control_pb2.InvokeEvent]:
+                   inv_id: str, input_json: str, capture_output: bool,
+                   block_ids: tuple[str, ...]) -> AsyncIterator[control_pb2.InvokeEvent]:
         b = self.b
         t0 = time.perf_counter()
         limits = effective_limits(tool.manifest.limits, _grant_limits(blocks))
@@ -231,6 +231,7 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
         container_id = ""
         outcome: Outcome | None = None
         deferred = False
+        b.track(inv, block_ids)
         try:
             await inv.open(b)
             if warm is not None:
@@ -263,6 +264,7 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             deferred = False
             raise
         finally:
+            b.untrack(inv)
             ending = self._end(inv, container_id, outcome)
             if deferred:
                 b.spawn(ending)

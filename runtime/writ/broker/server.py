@@ -38,6 +38,7 @@ from ..payments import Ledger
 from ..security.signing import Pinning
 from ..state import State
 from .control import ControlService
+from .invocation import Invocation, Outcome
 from .pool import WarmPool
 from .rpc import generic_handler
 
@@ -132,6 +133,8 @@ class Broker:
         for name, amount, currency in config.accounts:
             self.ledger.open_account(name, amount, currency)
         self.revoked: set[str] = self.state.revoked()
+        # Invocations in progress, with the block ids of their token (revocation stops them).
+        self.running: dict[str, tuple[Invocation, frozenset[str]]] = {}
         # Verified tokens by their text: a token is immutable and its MAC binds its content,
         # so a second verification of the same text would give the same answer. Revocation
         # and expiry are still checked on every use.
@@ -183,6 +186,21 @@ class Broker:
     def revoke(self, block_id: str, reason: str) -> None:
         self.state.revoke(block_id, reason)
         self.revoked.add(block_id)
+        # A tool running under the revoked token (or one narrowed from it) is stopped now,
+        # not when it next calls: its invocation ends PERMISSION_DENIED and its container
+        # is removed like any other end.
+        for inv, blocks in list(self.running.values()):
+            if block_id in blocks and not inv.outcome.done():
+                inv.outcome.set_result(Outcome(
+                    False, code="PERMISSION_DENIED",
+                    message=f"the token was revoked while the tool ran: {reason}"))
+
+    def track(self, inv: Invocation, block_ids: tuple[str, ...]) -> None:
+        """Note a running invocation and the block ids of the token it runs under."""
+        self.running[inv.id] = (inv, frozenset(block_ids))
+
+    def untrack(self, inv: Invocation) -> None:
+        self.running.pop(inv.id, None)
 
     def rotate_key(self) -> None:
         self.keyring = self.state.rotate_key()
