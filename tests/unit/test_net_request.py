@@ -436,7 +436,7 @@ def net_bytes(cap: int, key: str = KEY) -> Charge:
 
 
 def test_bytes_are_reserved_a_step_ahead_and_the_rest_released(budgets: Budgets) -> None:
-    m = meter(budgets, net_bytes(10 * MiB))
+    m = meter(budgets, net_bytes(16 * MiB))     # a step: 1 MiB (a sixteenth of the cap)
     m.take(100)
     assert used(budgets) == MiB
     m.take(1000)
@@ -472,18 +472,33 @@ def test_the_cap_is_reached_exactly_and_never_passed(budgets: Budgets) -> None:
 
 
 def test_a_step_that_does_not_fit_falls_back_to_the_exact_amount(budgets: Budgets) -> None:
-    m = meter(budgets, net_bytes(MiB + MiB // 2))
-    m.take(100)                       # a step fits
-    assert used(budgets) == MiB
+    cap = 16 * MiB + MiB // 2                   # a step: 1 MiB
+    m = meter(budgets, net_bytes(cap))
+    m.take(15 * MiB)                            # more than a step: exactly that
+    m.take(100)                                 # a step fits
+    assert used(budgets) == 16 * MiB
     m.take(MiB)                       # needs 100 more; another step would pass the cap
-    assert used(budgets) == MiB + 100
+    assert used(budgets) == 16 * MiB + 100
     with pytest.raises(PermissionDenied) as info:
         m.take(MiB // 2 - 99)
-    assert info.value.details == (f"budget exhausted: net[0] allows {MiB + MiB // 2} net bytes "
-                                  f"in total, {MiB + 100} used, this needs {MiB // 2 - 99}")
+    assert info.value.details == (f"budget exhausted: net[0] allows {cap} net bytes "
+                                  f"in total, {16 * MiB + 100} used, this needs {MiB // 2 - 99}")
     m.take(MiB // 2 - 100)            # what is left still fits
     m.settle()
-    assert used(budgets) == MiB + MiB // 2
+    assert used(budgets) == cap
+
+
+@pytest.mark.parametrize("cap, reserved", [
+    (64 * MiB, MiB),                            # at most 1 MiB ahead
+    (MiB + MiB // 2, (MiB + MiB // 2) // 16),   # a sixteenth of a smaller cap
+    (32 * 1024, 4096),                          # never less than 4 KiB ...
+    (1000, 1),                                  # ... unless that passes the cap: exact
+], ids=["large", "small", "floor", "tiny"])
+def test_a_step_is_at_most_a_sixteenth_of_the_cap(budgets: Budgets, cap: int,
+                                                 reserved: int) -> None:
+    m = meter(budgets, net_bytes(cap))
+    m.take(1)
+    assert used(budgets) == reserved
 
 
 def test_budget_left_by_an_earlier_request_counts(budgets: Budgets) -> None:

@@ -231,12 +231,16 @@ def _head(part: tool_pb2.HttpRequestPart, default_timeout: float) -> _Head:
 
 # -- budgets ---------------------------------------------------------------------------------
 class ByteMeter:
-    """Charges net_bytes as they flow, reserving ahead in steps and releasing the unused
-    rest at the end, so a 10 MiB body costs a few budget transactions, not hundreds."""
+    """Charges net_bytes as they flow, reserving ahead in steps (1 MiB, or a sixteenth of
+    the smallest cap) and releasing the unused rest at the end, so a 10 MiB body costs a
+    few budget transactions, not hundreds."""
 
     def __init__(self, ctx: CallContext, charges: tuple[Charge, ...]) -> None:
         self._ctx = ctx
         self._charges = tuple(c for c in charges if c.kind == "net_bytes")
+        # Ahead-of-use reservations stay small against the cap, so requests sharing a
+        # budget are not refused for bytes another one reserved but never used.
+        self._step = min([CREDIT_STEP] + [max(4096, c.cap // 16) for c in self._charges])
         self._credit = 0
         self._held: list[Reservation] = []
         self.total = 0
@@ -250,8 +254,8 @@ class ByteMeter:
         want = n - self._credit
         try:
             self._held += self._ctx.budgets.charge(self._charges,
-                                                   net_bytes=max(want, CREDIT_STEP))
-            self._credit += max(want, CREDIT_STEP) - n
+                                                   net_bytes=max(want, self._step))
+            self._credit += max(want, self._step) - n
         except PermissionDenied:
             self._held += self._ctx.budgets.charge(self._charges, net_bytes=want)
             self._credit = 0
