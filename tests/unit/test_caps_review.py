@@ -119,24 +119,34 @@ def test_grant_without_expiry(tmp_path: Path) -> None:
     assert review.lint(review.load(path)) == []
 
 
-def test_secret_on_a_broad_prefix() -> None:
-    """No credential field exists in NetRule yet; the rule fires as soon as one does."""
-    class Field:
-        name = "secret_ref"
-
-    class Rule(SimpleNamespace):
-        def ListFields(self) -> list[tuple[Any, Any]]:
-            return [(Field(), "vault:api")]
-
-    rule = Rule(host="api.example.com", path_prefixes=["/"], methods=["GET"], schemes=["https"])
-    doc = SimpleNamespace(message=SimpleNamespace(files=[], net=[rule], pay=[],
-                                                  limits=caps.Limits(memory_mb=1, cpus=1,
-                                                                     pids=1, timeout_s=1,
-                                                                     tmp_mb=1)),
-                          line=lambda path: 3)
-    found = review.lint(doc)  # type: ignore[arg-type]
-    assert [(f.rule, f.field) for f in found] == [("secret-broad-prefix", "net[0].secret_ref")]
-    assert review._secret_fields(caps.NetRule(host="x", methods=["GET"])) == []
+@pytest.mark.parametrize("host, prefixes, secret_prefix, found", [
+    ("api.example.com", '["/"]', "/", "every path"),
+    ("api.example.com", '["/"]', "/v1/", None),
+    ("api.example.com", '["/v1/"]', "/", None),       # the rule already narrows the paths
+    ("'*.example.com'", '["/v1/"]', "/v1/", "every matching host"),
+], ids=["every-path", "scoped-secret", "scoped-rule", "wildcard"])
+def test_secret_on_a_broad_prefix(tmp_path: Path, host: str, prefixes: str,
+                                  secret_prefix: str, found: str | None) -> None:
+    path = write(tmp_path, "g.yaml", f"""\
+        tools: [{{name: fetcher}}]
+        expires_at: 4102444800
+        net:
+          - host: {host}
+            schemes: [https]
+            methods: [GET]
+            path_prefixes: {prefixes}
+            secrets: [{{secret: api-key, header: Authorization, path_prefix: "{secret_prefix}"}}]
+        """)
+    findings = [(f.rule, f.field, f.severity, f.message) for f in review.lint(review.load(path))
+                if f.rule == "secret-broad-prefix"]
+    if found is None:
+        assert findings == []
+    else:
+        host_name = host.strip("'")
+        assert findings == [("secret-broad-prefix", "net[0].secrets[0]", "high",
+                             f"credential 'api-key' is added to requests to {host_name} on "
+                             f"{found}; scope it to the exact host and path prefix that "
+                             "needs it")]
 
 
 BAD = [

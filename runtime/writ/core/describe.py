@@ -52,7 +52,11 @@ def layer_lines(layer: Layer) -> list[str]:
         ports = ",".join(str(p) for p in n.ports) or "default"
         out.append(f"{head}: net {','.join(n.methods)} {'/'.join(n.schemes)}://{n.host}:{ports}"
                    f" {' '.join(n.path_prefixes)}{_cap('max requests', n.max_requests)}"
-                   f"{_cap('max bytes', n.max_bytes)} [{n.id or f'net[{i}]'}]")
+                   f"{_cap('max bytes', n.max_bytes)}"
+                   f"{_cap('at most seconds per request', n.timeout_seconds)}"
+                   + "".join(f", adds secret {s.secret!r} as {s.header} on {s.path_prefix}"
+                             for s in n.secrets)
+                   + f" [{n.id or f'net[{i}]'}]")
     for i, p in enumerate(layer.pay):
         approval = (", approval always" if p.approval_always else
                     f", approval above {p.approval_above}" if p.approval_above else "")

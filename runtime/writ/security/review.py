@@ -10,7 +10,6 @@ widening, never toward missing one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ WRITE_OPS = {caps.WRITE, caps.CREATE, caps.DELETE, caps.MKDIR, caps.RENAME}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # A net rule field that carries a credential the broker adds (invariant 7). None exists in
 # the schema yet; the rule applies as soon as one does.
-SECRET_FIELD = re.compile(r"secret|credential|auth|api_key|bearer", re.IGNORECASE)
 SEVERITIES = ("low", "medium", "high")
 LIMIT_NAMES = ("memory_mb", "cpus", "pids", "timeout_s", "tmp_mb")
 
@@ -96,10 +94,6 @@ class Finding:
         return f"{path}:{self.line}: {self.severity}: {self.field}: {self.message} [{self.rule}]"
 
 
-def _secret_fields(rule: Any) -> list[str]:
-    return [f.name for f, _ in rule.ListFields() if SECRET_FIELD.search(f.name)]
-
-
 def lint(doc: Loaded) -> list[Finding]:
     """Risk rules over a parsed manifest or grant, each naming its field and line."""
     m = doc.message
@@ -125,12 +119,15 @@ def lint(doc: Loaded) -> list[Finding]:
         if writes and "/" in n.path_prefixes:
             add("net-write-everywhere", "medium", ("net", i, "path_prefixes"),
                 f"{'/'.join(writes)} on every path of {n.host}; name the path prefixes")
-        secrets = _secret_fields(n)
-        if secrets and ("/" in n.path_prefixes or n.host.startswith("*.")):
-            add("secret-broad-prefix", "high", ("net", i, secrets[0]),
-                f"a credential is added to requests to {n.host} on "
-                f"{'every path' if '/' in n.path_prefixes else 'every matching host'}; "
-                "scope it to the exact host and path prefix that needs it")
+        for j, sec in enumerate(n.secrets):
+            broad = [why for cond, why in (
+                (sec.path_prefix == "/" and "/" in n.path_prefixes, "every path"),
+                (n.host.startswith("*."), "every matching host")) if cond]
+            if broad:
+                add("secret-broad-prefix", "high", ("net", i, "secrets", j),
+                    f"credential {sec.secret!r} is added to requests to {n.host} on "
+                    f"{' of '.join(broad)}; scope it to the exact host and path prefix "
+                    "that needs it")
     for i, p in enumerate(m.pay):
         if not p.max_count and not p.approval_always and not p.approval_above:
             add("payment-uncapped", "high", ("pay", i),
