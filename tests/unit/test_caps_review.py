@@ -8,12 +8,10 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from writ import cli
-from writ._proto import capabilities_pb2 as caps
 from writ.security import review
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,9 +142,9 @@ def test_secret_on_a_broad_prefix(tmp_path: Path, host: str, prefixes: str,
     else:
         host_name = host.strip("'")
         assert findings == [("secret-broad-prefix", "net[0].secrets[0]", "high",
-                             f"credential 'api-key' is added to requests to {host_name} on "
+                             (f"credential 'api-key' is added to requests to {host_name} on "
                              f"{found}; scope it to the exact host and path prefix that "
-                             "needs it")]
+                             "needs it"))]
 
 
 BAD = [
