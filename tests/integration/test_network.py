@@ -477,3 +477,29 @@ def test_secret_for_a_secret_the_broker_does_not_hold_is_refused_at_mint(net: Ne
     assert err.value.code == "FAILED_PRECONDITION"
     assert "grant attaches secret(s) ['never-stored'] the broker does not hold" in \
         err.value.details
+
+
+def test_secrets_cli_never_prints_a_value(net: Net, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from writ import cli
+
+    state = ["--state-dir", str(net.broker.state_dir)]
+    value = tmp_path / "value"
+    value.write_text("Bearer cli-set-NEVER-PRINTED\n")
+    assert cli.main([*state, "secrets", "set", "cli-token", "--from-file", str(value)]) == 0
+    assert cli.main([*state, "--json", "secrets", "list"]) == 0
+    assert cli.main([*state, "secrets", "delete", "cli-token"]) == 0
+    assert cli.main([*state, "secrets", "delete", "cli-token"]) == 1
+    out, err = capsys.readouterr()
+    assert "NEVER-PRINTED" not in out + err
+    assert "stored secret 'cli-token' (28 bytes)" in out
+    assert {"name": "cli-token", "length": 28} in [
+        {k: v for k, v in row.items() if k != "created"}
+        for row in json.loads(out.split("\n", 1)[1].rsplit("deleted", 1)[0])]
+    assert "NOT_FOUND: no secret named 'cli-token'" in err
+    records = [e for e in net.broker.audit() if e.operation.startswith("secret.")
+               and e.target == "cli-token"]
+    assert [(e.operation, e.decision) for e in records] == [
+        ("secret.put", audit_pb2.ALLOW), ("secret.delete", audit_pb2.ALLOW),
+        ("secret.delete", audit_pb2.DENY)]
+    assert "NEVER-PRINTED" not in net.broker.config.audit_path.read_text()
