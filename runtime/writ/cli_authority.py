@@ -61,6 +61,7 @@ def cmd_explain(args: argparse.Namespace, client: Any, emit: Any) -> int:
         lines.append("  a person must approve it first")
     for b in resp.budgets:
         lines.append(f"  budget {b.kind}: {b.used} of {b.cap} used ({b.key})")
+    lines += [f"  the broker adds {s}" for s in resp.secrets]
     lines.append("effective authority:")
     lines += [f"  {line}" for line in resp.authority]
     emit(json_format.MessageToDict(resp, preserving_proto_field_name=True), "\n".join(lines))

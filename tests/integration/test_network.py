@@ -503,3 +503,24 @@ def test_secrets_cli_never_prints_a_value(net: Net, tmp_path: Path,
         ("secret.put", audit_pb2.ALLOW), ("secret.delete", audit_pb2.ALLOW),
         ("secret.delete", audit_pb2.DENY)]
     assert "NEVER-PRINTED" not in net.broker.config.audit_path.read_text()
+
+
+def test_explain_names_the_secrets_a_request_would_carry(net: Net) -> None:
+    from writ._proto import control_pb2
+
+    net.broker.operator.put_secret("explained", b"Bearer explain-NEVER-SHOWN")
+    token = net.token({"schemes": ["https"], "host": TLS_NAME, "ports": [net.tls.port],
+                       "methods": ["GET"], "path_prefixes": ["/api/", "/reflect"],
+                       "secrets": [{"secret": "explained", "header": "Authorization",
+                                    "path_prefix": "/api/"}]})
+    seq = net.broker.last_seq()
+    base = f"https://{TLS_NAME}:{net.tls.port}"
+    answers = [net.broker.agent.explain(control_pb2.ExplainRequest(
+        token=token, tool="netprobe", net=control_pb2.ExplainNet(method="GET", url=url)))
+        for url in (base + "/api/me", base + "/reflect", base + "/admin")]
+    assert [(a.allowed, list(a.secrets)) for a in answers] == [
+        (True, ["Authorization: explained"]), (True, []), (False, [])]
+    assert any("adds secret 'explained' as Authorization on /api/" in line
+               for line in answers[0].authority)
+    assert "NEVER-SHOWN" not in str(answers)
+    assert net.broker.audit_since(seq) == []  # a dry run acts on nothing

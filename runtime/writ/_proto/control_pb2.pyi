@@ -122,7 +122,7 @@ class BudgetState(_message.Message):
     def __init__(self, key: _Optional[str] = ..., kind: _Optional[str] = ..., used: _Optional[int] = ..., cap: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "rule", "needs_approval", "budgets", "authority", "token_id")
+    __slots__ = ("allowed", "reason", "rule", "needs_approval", "budgets", "authority", "token_id", "secrets")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class ExplainResponse(_message.Message):
     BUDGETS_FIELD_NUMBER: _ClassVar[int]
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     rule: str
@@ -137,7 +138,8 @@ class ExplainResponse(_message.Message):
     budgets: _containers.RepeatedCompositeFieldContainer[BudgetState]
     authority: _containers.RepeatedScalarFieldContainer[str]
     token_id: str
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., needs_approval: _Optional[bool] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., authority: _Optional[_Iterable[str]] = ..., token_id: _Optional[str] = ...) -> None: ...
+    secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., needs_approval: _Optional[bool] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., authority: _Optional[_Iterable[str]] = ..., token_id: _Optional[str] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RevokeTokenRequest(_message.Message):
     __slots__ = ("token_id", "reason")

@@ -84,7 +84,8 @@ class AuthorityService:
         return control_pb2.ExplainResponse(
             allowed=allowed, reason=reason, rule=d.rule if allowed else "",
             needs_approval=d.needs_approval and allowed, budgets=states,
-            authority=describe(authority), token_id=token.token_id)
+            authority=describe(authority), token_id=token.token_id,
+            secrets=[f"{header}: {name}" for header, name in d.secrets] if allowed else [])
 
     async def RevokeToken(self, req: control_pb2.RevokeTokenRequest,
                           context: Any) -> control_pb2.RevokeTokenResponse:
