@@ -75,9 +75,7 @@ def env(docker_client: Any, probe_image: str) -> Iterator[Env]:
 
 
 def register(client: Client, manifest: caps.Manifest, signature: str) -> control_pb2.ToolInfo:
-    info: control_pb2.ToolInfo = client._call("RegisterTool", control_pb2.RegisterToolRequest(
-        manifest=manifest, signature_json=signature))
-    return info
+    return client.register_tool(manifest, signature_json=signature)
 
 
 def refused(client: Client, manifest: caps.Manifest, signature: str) -> WritError:

@@ -147,10 +147,26 @@ class Client:
             return call.result()
 
     # -- operator --------------------------------------------------------------------------
-    def register_tool(self, manifest: caps.Manifest,
+    def register_tool(self, manifest: caps.Manifest, signature_json: str = "",
                       timeout: float | None = None) -> control_pb2.ToolInfo:
+        """Register (or replace) a tool; its image must be on the broker's engine.
+
+        Args:
+            manifest: the tool's capability manifest.
+            signature_json: the security team's signature document (`writ caps sign`:
+                ``<tool>.sig.json``) approving this manifest for one image id; a
+                broker running ``--strict`` requires it. "" sends none.
+
+        Returns:
+            The registered tool, with the image id the broker pinned.
+
+        Raises:
+            WritError: the broker refused it: an invalid manifest, an image not on its
+                engine, or (``--strict``) a missing or untrusted signature.
+        """
         info: control_pb2.ToolInfo = self._call(
-            "RegisterTool", control_pb2.RegisterToolRequest(manifest=manifest), timeout)
+            "RegisterTool", control_pb2.RegisterToolRequest(
+                manifest=manifest, signature_json=signature_json), timeout)
         return info
 
     def mint_token(self, grant: caps.Grant, ttl_s: int = 0,
