@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from . import cli_agents, cli_authority, cli_payments, cli_secrets, cli_security
+from . import cli_agents, cli_audit, cli_authority, cli_caps, cli_payments, cli_secrets
 from .client import Client, WritError
 
 EXIT_DENIED = 3
@@ -94,7 +94,8 @@ def cmd_tool_register(args: argparse.Namespace) -> int:
     if args.image:
         manifest.image = args.image
     with _client(args, operator=True) as c:
-        info = cli_security.register(c, manifest, Path(args.manifest), args.sig)
+        info = c.register_tool(manifest, signature_json=cli_caps.signature_json(
+            Path(args.manifest), args.sig))
     _emit(args, _msg(info), f"registered {info.name}: {info.image} ({info.image_id[:19]})")
     return 0
 
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="the RPC surface table").set_defaults(fn=cmd_methods)
     cli_authority.add_commands(sub, _adapt)
     cli_agents.add_commands(sub, _adapt)
-    cli_security.add_commands(sub)
+    cli_audit.add_commands(sub)
+    cli_caps.add_commands(sub)
     cli_payments.add_commands(sub, _adapt)
     cli_secrets.add_commands(sub, _adapt)
     return p
