@@ -193,7 +193,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _manifest_yaml(m: caps.Manifest) -> str:
-    return yaml.safe_dump(_msg(m), sort_keys=False, allow_unicode=True)
+    doc = _msg(m)
+    if "input_schema" in doc:
+        # A Struct's map has no stable order: sorted, the same manifest prints the same.
+        doc["input_schema"] = _sorted_keys(doc["input_schema"])
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def _sorted_keys(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _sorted_keys(v[k]) for k in sorted(v)}
+    if isinstance(v, list):
+        return [_sorted_keys(x) for x in v]
+    return v
 
 
 def cmd_unused(args: argparse.Namespace) -> int:
