@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 import grpc
 
+from . import net
 from ._broker import BrokerError, connection, translate
 from ._proto import tool_pb2
 from .net import CHUNK
@@ -163,36 +164,21 @@ class Forwarder:
             if not lowered["content-length"].isdigit():
                 raise _BadRequest("bad Content-Length")
             body = _sized(f, int(lowered["content-length"]))
-        passed = [tool_pb2.Header(name=n, value=v) for n, v in headers
+        passed = [(n, v) for n, v in headers
                   if n.lower() not in HOP_BY_HOP and n.lower() != "content-length"]
-        head = tool_pb2.HttpRequestHead(method=method, url=target, headers=passed)
-
-        def parts() -> Iterator[tool_pb2.HttpRequestPart]:
-            yield tool_pb2.HttpRequestPart(head=head)
-            for chunk in body:
-                yield tool_pb2.HttpRequestPart(body=chunk)
-            yield tool_pb2.HttpRequestPart(finish=True)
-
-        conn = connection()
-        replies = conn.stub.HttpRequest(parts(), metadata=conn.metadata)
+        # The SDK's own request: a large body comes back on a pipe, not in messages.
+        r = net.stream(target, method, headers=passed, body=body)
+        out = [f"HTTP/1.1 {r.status} {r.reason or 'Status'}"]
+        out += [f"{n}: {v}" for n, v in r.headers if n.lower() not in HOP_BY_HOP]
+        out.append("Connection: close")  # without Content-Length, the close ends the body
+        client.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace"))
         try:
-            first = next(replies)
-            h = first.head
-            out = [f"HTTP/1.1 {h.status} {h.reason or 'Status'}"]
-            sized = False
-            for x in h.headers:
-                if x.name.lower() in HOP_BY_HOP:
-                    continue
-                sized = sized or x.name.lower() == "content-length"
-                out.append(f"{x.name}: {x.value}")
-            out.append("Connection: close")
-            client.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace"))
-            for part in replies:
-                if part.body:
-                    client.sendall(part.body)
-            del sized  # without Content-Length the close ends the body
-        except grpc.RpcError as err:
-            raise translate(err) from None
+            for chunk in r.iter_bytes():
+                client.sendall(chunk)
+        except BrokerError:
+            pass  # the head is out: all the client can be told now is the early close
+        finally:
+            r.close()
 
     def _tunnel(self, client: socket.socket, f: BinaryIO, target: str) -> None:
         host, sep, port = target.rpartition(":")
