@@ -317,7 +317,7 @@ class TunnelOpen(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class OpRequest(_message.Message):
-    __slots__ = ("id", "stat", "list_dir", "open_file", "make_dir", "delete", "rename")
+    __slots__ = ("id", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file")
     ID_FIELD_NUMBER: _ClassVar[int]
     STAT_FIELD_NUMBER: _ClassVar[int]
     LIST_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,7 @@ class OpRequest(_message.Message):
     MAKE_DIR_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
+    READ_FILE_FIELD_NUMBER: _ClassVar[int]
     id: int
     stat: StatRequest
     list_dir: ListDirRequest
@@ -332,7 +333,8 @@ class OpRequest(_message.Message):
     make_dir: MakeDirRequest
     delete: DeleteRequest
     rename: RenameRequest
-    def __init__(self, id: _Optional[int] = ..., stat: _Optional[_Union[StatRequest, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirRequest, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileRequest, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ...) -> None: ...
+    read_file: ReadFileRequest
+    def __init__(self, id: _Optional[int] = ..., stat: _Optional[_Union[StatRequest, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirRequest, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileRequest, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., read_file: _Optional[_Union[ReadFileRequest, _Mapping]] = ...) -> None: ...
 
 class OpError(_message.Message):
     __slots__ = ("code", "message")
@@ -343,7 +345,7 @@ class OpError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class OpReply(_message.Message):
-    __slots__ = ("id", "error", "stat", "list_dir", "open_file", "make_dir", "delete", "rename")
+    __slots__ = ("id", "error", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STAT_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +354,7 @@ class OpReply(_message.Message):
     MAKE_DIR_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
+    READ_FILE_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: OpError
     stat: StatResponse
@@ -360,4 +363,5 @@ class OpReply(_message.Message):
     make_dir: MakeDirResponse
     delete: DeleteResponse
     rename: RenameResponse
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[OpError, _Mapping]] = ..., stat: _Optional[_Union[StatResponse, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirResponse, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileResponse, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ...) -> None: ...
+    read_file: FileChunk
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[OpError, _Mapping]] = ..., stat: _Optional[_Union[StatResponse, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirResponse, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileResponse, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., read_file: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
