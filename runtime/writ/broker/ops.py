@@ -2,8 +2,8 @@
 
 A unary gRPC call costs about a millisecond of framing on each side, and a message on a
 gRPC Python stream about half of that; a length-prefixed frame on a plain Unix socket
-costs about a tenth. So Stat, ListDir, OpenFile, MakeDir, Delete and Rename may also
-travel as ``OpRequest``/``OpReply`` frames on ``ops.sock``, beside the broker socket in
+costs about a tenth. So Stat, ListDir, OpenFile, MakeDir, Delete, Rename and reads of up
+to 1 MiB (ReadFile) may also travel as ``OpRequest``/``OpReply`` frames on ``ops.sock``, beside the broker socket in
 the invocation's own socket directory (0700, the tool's uid, mounted in that container
 alone): the same trust as the broker socket itself.
 
@@ -24,7 +24,7 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from ..methods import Method
 OPS_SOCKET_NAME = "ops.sock"
 MAX_FRAME = 64 << 10   # a request is a path or two; a token a few hundred bytes
 MAX_CONNECTIONS = 16   # as many as the broker socket's concurrent gRPC streams
+MAX_READ = 1 << 20     # the most one read_file reply carries; the rest is a ReadFile stream
 _LENGTH = struct.Struct(">I")
 # Not a gRPC method (so not in the method table): the name its refusals are recorded under.
 OPS_METHOD = Method("ToolBroker", "Ops", "tool", "tool.ops", False,
@@ -47,6 +48,9 @@ HANDLERS = {"stat": "Stat", "list_dir": "ListDir", "open_file": "OpenFile",
 
 
 class Service(Protocol):
+    def ReadFile(self, req: tool_pb2.ReadFileRequest,
+                 context: Any) -> AsyncIterator[tool_pb2.FileChunk]: ...
+
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None: ...
 
 
@@ -85,6 +89,7 @@ class OpsServer:
         self._key = token_key
         self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
             field: getattr(service, name) for field, name in HANDLERS.items()}
+        self._handlers["read_file"] = self._read_file
         self._service = service
         self._server: asyncio.AbstractServer | None = None
         self._conversations: set[asyncio.Task[None]] = set()
@@ -138,6 +143,14 @@ class OpsServer:
         except _Malformed as bad:
             with contextlib.suppress(BrokerError):  # it records, then raises
                 await self._service.refuse_malformed(OPS_METHOD, context, bad.error)
+
+    async def _read_file(self, req: tool_pb2.ReadFileRequest,
+                         context: _Context) -> tool_pb2.FileChunk:
+        """ReadFile of at most MAX_READ bytes of the range, its chunks in one reply."""
+        if not 0 < req.length <= MAX_READ:
+            req.length = MAX_READ
+        chunks = [chunk.data async for chunk in self._service.ReadFile(req, context)]
+        return tool_pb2.FileChunk(data=b"".join(chunks))
 
     async def _reply(self, req: tool_pb2.OpRequest, context: _Context) -> bytes:
         reply = tool_pb2.OpReply(id=req.id)

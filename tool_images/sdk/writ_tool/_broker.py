@@ -144,18 +144,22 @@ class _Connection:
             self._ops.close()
             self._ops = None
 
-    def op(self, method: str, field: str, request: Any) -> Any:
-        """A small operation on the ops socket (connected on first use): the same checks,
-        record and errors as the unary ``method``, without gRPC's framing. Falls back to
-        the unary call where the broker has no ops socket."""
+    def ops(self) -> _OpStream | None:
+        """The ops-socket connection (made on first use), or None where there is none."""
         if self._ops is None and self._ops_served:
             try:
                 self._ops = _OpStream(self.socket_path, self.metadata[0][1])
             except OSError:
                 self._ops_served = False
-        if self._ops is None:
+        return self._ops
+
+    def op(self, method: str, field: str, request: Any) -> Any:
+        """A small operation on the ops socket (connected on first use): the same checks,
+        record and errors as the unary ``method``, without gRPC's framing. Falls back to
+        the unary call where the broker has no ops socket."""
+        ops = self.ops()
+        if ops is None:
             return self.unary(method, request)
-        ops = self._ops
         try:
             return ops.call(field, request)
         except BrokerError:

@@ -95,9 +95,21 @@ def _chunks(path: str, workspace: str, offset: int, length: int) -> Iterator[byt
         yield chunk.data
 
 
+OPS_MAX_READ = 1 << 20  # the most one read on the ops socket returns
+
+
 def read_bytes(path: str, workspace: str = "", offset: int = 0, length: int = 0) -> bytes:
-    """The file's bytes from ``offset`` (``length`` 0: to the end), streamed."""
-    return b"".join(_chunks(path, workspace, offset, length))
+    """The file's bytes from ``offset`` (``length`` 0: to the end): the first MiB in one
+    reply on the ops socket, the rest (if any) streamed; each part one checked READ."""
+    if connection().ops() is None:  # a broker without an ops socket
+        return b"".join(_chunks(path, workspace, offset, length))
+    first = min(length, OPS_MAX_READ) if length else OPS_MAX_READ
+    data = connection().op("ReadFile", "read_file", tool_pb2.ReadFileRequest(
+        workspace=workspace, path=path, offset=offset, length=first)).data
+    if len(data) < first or length == first:
+        return data  # the end of the file, or of the range asked for
+    rest = length - first if length else 0
+    return data + b"".join(_chunks(path, workspace, offset + first, rest))
 
 
 def read_text(path: str, workspace: str = "", encoding: str = "utf-8") -> str:
