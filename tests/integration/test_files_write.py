@@ -43,15 +43,20 @@ FILE_OPS = ("file.read", "file.list", "file.stat", "file.write", "file.create", 
 Row = tuple[str, str, str, str, str, int]
 
 
+def writer_broker(root: Path, docker_client: Any, **config: Any) -> RunningBroker:
+    """A broker on a fresh workspace (with an empty out/) serving the writer probe."""
+    ws = make_workspace(Path(os.path.realpath(root)))
+    (ws / "out").mkdir()
+    rb = RunningBroker(ws.parent / "state", ws, docker_client, **config)
+    rb.register(WRITER_MANIFEST)
+    return rb
+
+
 @pytest.fixture(scope="module")
 def wb(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
        probe_image: str) -> Iterator[RunningBroker]:
-    root = Path(os.path.realpath(tmp_path_factory.mktemp("w")))
-    ws = make_workspace(root)
-    (ws / "out").mkdir()
-    rb = RunningBroker(root / "state", ws, docker_client, deny_globs=["**/secrets/**"],
-                       max_write_bytes=MAX_WRITE)
-    rb.register(WRITER_MANIFEST)
+    rb = writer_broker(tmp_path_factory.mktemp("w"), docker_client,
+                       deny_globs=["**/secrets/**"], max_write_bytes=MAX_WRITE)
     yield rb
     rb.stop()
 

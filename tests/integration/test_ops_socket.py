@@ -9,26 +9,20 @@ request, exactly as on the broker socket.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from writ._proto import audit_pb2, tool_pb2
 
-from .conftest import RunningBroker, make_workspace
-from .test_files_write import FILE_OPS, GRANT, WRITER, WRITER_MANIFEST, invoke
+from .conftest import RunningBroker
+from .test_files_write import FILE_OPS, GRANT, WRITER, invoke, writer_broker
 
 
 @pytest.fixture(scope="module")
 def wb(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
        probe_image: str) -> Iterator[RunningBroker]:
-    root = Path(os.path.realpath(tmp_path_factory.mktemp("o")))
-    ws = make_workspace(root)
-    (ws / "out").mkdir()
-    rb = RunningBroker(root / "state", ws, docker_client)
-    rb.register(WRITER_MANIFEST)
+    rb = writer_broker(tmp_path_factory.mktemp("o"), docker_client)
     yield rb
     rb.stop()
 
@@ -52,6 +46,8 @@ SPECS: list[dict[str, Any]] = [
     {"op": "delete", "path": "out/ops-{via}"},
     {"op": "open", "path": "reports/q3.csv"},
     {"op": "open", "path": "private/secret.txt"},          # not granted
+    {"op": "read", "path": "reports/q3.csv"},
+    {"op": "read", "path": "private/secret.txt"},          # not granted
 ]
 
 
@@ -72,12 +68,13 @@ def test_ops_socket_answers_and_records_exactly_like_unary_calls(
     assert _same_shape(framed_rows, "framed") == _same_shape(unary_rows, "unary")
     assert [o.get("code") for o in framed] == [
         None, "PERMISSION_DENIED", "INVALID_ARGUMENT", None, None, "ALREADY_EXISTS", None,
-        None, "PERMISSION_DENIED", "NOT_FOUND", None, None, None, "PERMISSION_DENIED"]
+        None, "PERMISSION_DENIED", "NOT_FOUND", None, None, None, "PERMISSION_DENIED", None,
+        "PERMISSION_DENIED"]
     # The records name the unary method, whichever way the operation travelled.
     methods = {e.method for e in wb.audit() if e.operation in FILE_OPS and "ops-" in e.target}
     assert methods <= {f"/writ.v1.ToolBroker/{m}" for m in
                        ("Stat", "ListDir", "OpenFile", "MakeDir", "Delete", "Rename",
-                        "WriteFile")}
+                        "WriteFile", "ReadFile")}
 
 
 def _frames(wb: RunningBroker, token: str, *frames: bytes,
