@@ -47,7 +47,7 @@ class Result:
 
     @property
     def body(self) -> bytes:
-        return b"".join(p.body for p in self.parts[1:])
+        return b"".join(p.body for p in self.parts)
 
 
 async def _fetch(tmp: Path, answer: Answer, path: str = "/v1/a",

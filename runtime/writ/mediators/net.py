@@ -404,6 +404,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         await deps.refuse(ctx, ev, err)
     ev.target = _describe(head.req)
     body = _Body(parts)
+    body.done = first.finish  # a request without a body: head and finish in one message
     loop = asyncio.get_running_loop()
     hop = await _check_hop(ctx, deps, head.req, head.url, ev)
     deadline = loop.time() + min(head.timeout_s, hop.decision.timeout_s or MAX_TIMEOUT_S)
@@ -426,26 +427,38 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         ticket = ""
         if head.pipe and desk is not None and _worth_a_pipe(response) and desk.has_room():
             pipe, ticket = _PipeOut.issued(desk)
-        yield tool_pb2.HttpResponsePart(head=tool_pb2.HttpResponseHead(
+        opening = tool_pb2.HttpResponsePart(head=tool_pb2.HttpResponseHead(
             status=response.status_code,
             reason=redactor.scrub(bytes(response.reason)).decode("latin-1"),
             headers=_response_headers(response.headers.raw_items(), redactor), url=hop.url,
             redirects=hops, body_ticket=ticket))
         chunks = answered.chunks()
         received = 0
-        while (chunk := await _within(deadline, anext(chunks, None))) is not None:
-            meter.take(len(chunk))
-            received += len(chunk)
-            out = redactor.feed(chunk)
-            if out and pipe is not None:
-                await _within(deadline, pipe.write(out))
-            elif out:
-                yield tool_pb2.HttpResponsePart(body=out)
-        tail = redactor.flush()
-        if tail and pipe is not None:
-            await _within(deadline, pipe.write(tail))
-        elif tail:
-            yield tool_pb2.HttpResponsePart(body=tail)
+        if pipe is None and not _worth_a_pipe(response):
+            # A small body of known length travels with the head: one message, where
+            # each message costs about a millisecond of gRPC framing.
+            small = bytearray()
+            while (chunk := await _within(deadline, anext(chunks, None))) is not None:
+                meter.take(len(chunk))
+                received += len(chunk)
+                small += redactor.feed(chunk)
+            opening.body = bytes(small + redactor.flush())
+            yield opening
+        else:
+            yield opening
+            while (chunk := await _within(deadline, anext(chunks, None))) is not None:
+                meter.take(len(chunk))
+                received += len(chunk)
+                out = redactor.feed(chunk)
+                if out and pipe is not None:
+                    await _within(deadline, pipe.write(out))
+                elif out:
+                    yield tool_pb2.HttpResponsePart(body=out)
+            tail = redactor.flush()
+            if tail and pipe is not None:
+                await _within(deadline, pipe.write(tail))
+            elif tail:
+                yield tool_pb2.HttpResponsePart(body=tail)
         if pipe is not None:
             pipe.close()  # the tool reads to the end; the stream's OK says it was whole
         await _record_done(ctx, deps, hop, response.status_code, answered.sent, received)

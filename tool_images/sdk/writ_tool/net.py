@@ -51,6 +51,7 @@ class Response:
     _parts: Iterator[tool_pb2.HttpResponsePart] | None = field(default=None, repr=False)
     _pipe: int | None = field(default=None, repr=False)   # the body's pipe, when the broker
                                                           # sent it that way
+    _first: bytes = field(default=b"", repr=False)        # body bytes sent with the head
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), or None."""
@@ -76,6 +77,9 @@ class Response:
             return
         parts, self._parts = self._parts, None
         pipe, self._pipe = self._pipe, None
+        first, self._first = self._first, b""
+        if first:
+            yield first
         try:
             if pipe is not None:
                 try:
@@ -136,6 +140,9 @@ def _body(body: bytes | str | Iterable[bytes] | None) -> Iterator[bytes]:
 
 def _parts(head: tool_pb2.HttpRequestHead,
            body: bytes | str | Iterable[bytes] | None) -> Iterator[tool_pb2.HttpRequestPart]:
+    if body is None:
+        yield tool_pb2.HttpRequestPart(head=head, finish=True)  # one message, not two
+        return
     yield tool_pb2.HttpRequestPart(head=head)
     for chunk in _body(body):
         yield tool_pb2.HttpRequestPart(body=chunk)
@@ -168,7 +175,7 @@ def stream(url: str, method: str = "GET", headers: HeaderInput | None = None,
         raise translate(err) from None
     h = first.head
     response = Response(h.status, h.reason, [(x.name, x.value) for x in h.headers], h.url,
-                        h.redirects, _parts=replies)
+                        h.redirects, _parts=replies, _first=first.body)
     if h.body_ticket:
         try:
             response._pipe = _desk.redeem(h.body_ticket)
