@@ -137,3 +137,19 @@ def test_socket_is_private_to_its_owner(tmp_path: Path) -> None:
         return mode
 
     assert asyncio.run(run()) == 0o600
+
+
+def test_a_handler_bug_is_internal_with_an_incident_and_the_connection_goes_on(
+        tmp_path: Path) -> None:
+    class Buggy(Service):
+        async def Delete(self, req: tool_pb2.DeleteRequest, context: Any) -> Any:
+            raise KeyError("a bug")
+
+    replies, closed = _exchange(tmp_path, Buggy(), _frame(b"t"),
+                                _req(1, delete=tool_pb2.DeleteRequest(path="x")),
+                                _req(2, stat=tool_pb2.StatRequest(path="x")))
+    assert not closed
+    assert replies[0].error.code == "INTERNAL"
+    assert replies[0].error.message.startswith("internal error (incident ")
+    assert "a bug" not in replies[0].error.message
+    assert replies[1].WhichOneof("result") == "stat"

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import secrets
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +36,7 @@ from .._proto import tool_pb2
 from ..errors import BrokerError, InvalidArgument
 from ..methods import Method
 
+log = logging.getLogger("writ.broker")
 OPS_SOCKET_NAME = "ops.sock"
 MAX_FRAME = 64 << 10   # a request is a path or two; a token a few hundred bytes
 MAX_CONNECTIONS = 16   # as many as the broker socket's concurrent gRPC streams
@@ -165,5 +168,10 @@ class OpsServer:
                 getattr(reply, field).CopyFrom(result)
         except BrokerError as err:
             reply.error.code, reply.error.message = err.code, err.details
+        except Exception:  # as in rpc.py: INTERNAL; the traceback goes to the log only
+            incident = secrets.token_hex(4)
+            log.exception("incident %s: unhandled error on the ops socket", incident)
+            reply.error.code = "INTERNAL"
+            reply.error.message = f"internal error (incident {incident})"
         data = reply.SerializeToString()
         return _LENGTH.pack(len(data)) + data
