@@ -197,7 +197,10 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             inv_id = "i" + secrets.token_hex(8)
             ev.invocation_id, ev.reason, ev.rule = inv_id, decision.reason, decision.rule
             try:
-                await b.allow(ev)
+                # Chained now, durable before the Started event leaves the broker (the
+                # ordering rule): the disk write overlaps the claim or the launch.
+                ev.decision, ev.status = audit_pb2.ALLOW, "OK"
+                b.append(ev)
             except BrokerError:
                 b.budgets.release(reserved)
                 raise
@@ -240,6 +243,9 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
                 container_id = await self._launch_cold(tool, inv, limits, bound)
             b.state.update_invocation(inv_id, "running", container_id)
             inv.ready.set()  # verified: only now does the socket answer
+            # The tool.invoke record is durable before Started leaves the broker (what
+            # the tool does is chained after it, so no effect of it can pass it).
+            await b.sync()
             yield control_pb2.InvokeEvent(started=control_pb2.InvokeStarted(
                 invocation_id=inv_id, container_id=container_id, warm=warm is not None,
                 launch_ms=(time.perf_counter() - t0) * 1000))
