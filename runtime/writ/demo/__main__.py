@@ -168,7 +168,12 @@ def payments(bp: BrokerProcess, call: Any) -> list[str]:
     step("agent pays bills with pay-bill (grant: up to 200.00 EUR each, 100.00+ held)")
     call("pay-bill", {"payee": "acme-power", "amount": 4_200, "bill_id": "power-11"}, True)
     call("pay-bill", {"payee": "acme-power", "amount": 4_200, "bill_id": "power-11"}, True)
+    # A payee outside the manifest's input schema: refused before any container starts.
     call("pay-bill", {"payee": "mallory", "amount": 100, "bill_id": "x"}, False,
+         "INVALID_ARGUMENT")
+    # Within the manifest (500.00) but above the grant's 200.00: refused by the broker
+    # when the tool tries to pay, inside its container.
+    call("pay-bill", {"payee": "city-water", "amount": 30_000, "bill_id": "water-big"}, False,
          "PERMISSION_DENIED")
     held: dict[str, Any] = {}
 
