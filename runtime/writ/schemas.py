@@ -10,7 +10,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema
 from google.protobuf import json_format, struct_pb2
 
 log = logging.getLogger("writ.schemas")
@@ -18,6 +17,8 @@ log = logging.getLogger("writ.schemas")
 
 def schema_error(schema: Mapping[str, Any]) -> str | None:
     """Why ``schema`` is not valid JSON Schema, or None."""
+    import jsonschema  # about 130 ms: paid by the broker, not by every client import
+
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -27,6 +28,8 @@ def schema_error(schema: Mapping[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _validator(canonical: str) -> Any:
+    import jsonschema
+
     schema = json.loads(canonical)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
@@ -39,6 +42,8 @@ def schema_problem(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> s
     if problem is not None:
         log.warning("input schema is not valid JSON Schema, not checked: %s", problem)
         return None
+    import jsonschema
+
     validator = _validator(json.dumps(schema, sort_keys=True))
     # The schema arrives through a protobuf Struct, whose key order is not stable, so the
     # errors are sorted first: the same bad input always gets the same message.
@@ -53,7 +58,8 @@ def schema_problem(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> s
 
 def struct_schema(s: struct_pb2.Struct) -> dict[str, Any]:
     """The schema as JSON. A Struct holds every number as a double; integral ones become
-    ints again, so messages read "minimum of 1", not "1.0" (JSON Schema equates them)."""
+    ints again, so keywords that must be integers (minimum, maxItems, ...) read as integers
+    to strict validators and messages read "minimum of 1", not "1.0"."""
     out: dict[str, Any] = _ints(json_format.MessageToDict(s))
     return out
 

@@ -161,7 +161,8 @@ class ToolService:
         authority: Authority = token.authority(self.inv.tool.manifest)
         return CallContext(authority, time.time(), self.broker.record, base,
                            self.broker.budgets,
-                           self.broker.append if method in NO_EFFECT else None)
+                           self.broker.append if method in NO_EFFECT else None,
+                           chain=self.broker.append)
 
     async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
         if self.inv.pooled and not _token_of(context):

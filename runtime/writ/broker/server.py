@@ -150,7 +150,7 @@ class Broker:
                                      journal=config.state_dir / "pending-writes")
         self.net = NetDeps(Resolver(AddressPolicy(), config.net_hosts, config.net_lookup),
                            self.state.secret, _tls_context(config.net_ca_file),
-                           config.net_timeout_s, self.append)
+                           config.net_timeout_s)
         self._servers: list[grpc.aio.Server] = []
         self._background: set[asyncio.Task[None]] = set()
         self.pool = WarmPool(self, config.warm_per_tool)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import grpc
-from google.protobuf import json_format
 
 from .._proto import control_pb2
+from ..schemas import struct_schema
 
 
 class WritError(Exception):
@@ -144,25 +144,12 @@ class ToolSpec(TypedDict):
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-def _integral(value: Any) -> Any:
-    """protobuf's Struct keeps every number as a double: give back 1 for 1.0, so keywords
-    that must be integers (minimum, maxItems, ...) read as integers to strict validators."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
 def input_schema(info: control_pb2.ToolInfo) -> dict[str, Any]:
     """The manifest's JSON Schema of the tool's input; a tool that declares none takes an
     object with no declared properties."""
     if not info.manifest.HasField("input_schema") or not info.manifest.input_schema.fields:
         return dict(EMPTY_SCHEMA)
-    schema: dict[str, Any] = _integral(json_format.MessageToDict(info.manifest.input_schema))
-    return schema
+    return struct_schema(info.manifest.input_schema)
 
 
 def tool_spec(info: control_pb2.ToolInfo) -> ToolSpec:

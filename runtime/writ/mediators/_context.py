@@ -29,6 +29,10 @@ class CallContext:
     # Set only for operations with no effect outside the broker (stat, list, read): their
     # records are chained before the reply but not waited for.
     append: Appender | None = None
+    # Chains a record without waiting for the disk when the caller says its record has no
+    # effect of its own (``wait=False``: a refusal, the outcome of an act whose ALLOW was
+    # already durable), in contexts whose ALLOW records must wait. None: every record waits.
+    chain: Appender | None = None
 
     def event(self, operation: str, target: str) -> audit_pb2.AuditEvent:
         ev = audit_pb2.AuditEvent()
@@ -46,23 +50,28 @@ class CallContext:
         ev.status = "OK" if decision.allowed else "PERMISSION_DENIED"
         await self._durably(ev)
 
-    async def record_error(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
+    async def record_error(self, ev: audit_pb2.AuditEvent, err: BrokerError,
+                           wait: bool = True) -> None:
         ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
-        await self._durably(ev)
+        await self._durably(ev, wait)
 
-    async def record_failure(self, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
+    async def record_failure(self, ev: audit_pb2.AuditEvent, err: BrokerError,
+                             wait: bool = True) -> None:
         """The act failed after ``ev`` recorded it as allowed: a second record says so."""
         failed = audit_pb2.AuditEvent()
         failed.CopyFrom(ev)
         failed.ClearField("hash")
         failed.bytes = 0
-        await self.record_error(failed, err)
+        await self.record_error(failed, err, wait)
 
-    async def record_event(self, ev: audit_pb2.AuditEvent) -> None:
+    async def record_event(self, ev: audit_pb2.AuditEvent, wait: bool = True) -> None:
         """Record an outcome the caller filled in itself (decision, status, reason)."""
-        await self._durably(ev)
+        await self._durably(ev, wait)
 
-    async def _durably(self, ev: audit_pb2.AuditEvent) -> None:
+    async def _durably(self, ev: audit_pb2.AuditEvent, wait: bool = True) -> None:
+        if not wait and self.chain is not None:
+            self.chain(ev)  # no effect of its own: the next effect's wait covers it
+            return
         if self.append is not None:
             # No effect outside the broker: chained now (so before the reply), durable
             # before any later effect; no thread hop, no wait for the disk.

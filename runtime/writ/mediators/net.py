@@ -34,7 +34,7 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import h11
 
 from .._proto import audit_pb2, tool_pb2
-from ..budgets import Reservation, amounts
+from ..budgets import amounts
 from ..core.matchers import DEFAULT_PORTS
 from ..core.policy import Charge, Decision, NetRequest, decide
 from ..errors import (
@@ -48,7 +48,7 @@ from ..errors import (
 from ..net.hosts import IPAddress, Resolver, canonical_host, literal
 from ..net.http1 import Exchange, Redactor, dial, secret_forms
 from ..net.tls import MAX_HELLO, NeedMore, server_name
-from ._context import Appender, CallContext
+from ._context import CallContext
 from ._fdpass import DescriptorDesk
 
 __all__ = ["NetDeps", "http_request", "net_request", "tunnel"]
@@ -79,34 +79,6 @@ class NetDeps:
     secret: Callable[[str], bytes | None]   # stored secret by name
     tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     default_timeout_s: float = DEFAULT_TIMEOUT_S
-    # Chains a record without waiting for the disk (DESIGN.md, "Audit": the ordering
-    # rule). Used for what has no effect of its own: refusals, and the outcome of a request
-    # whose ALLOW was made durable before the broker connected. None: every record waits.
-    append: Appender | None = None
-
-    async def note(self, ctx: CallContext, ev: audit_pb2.AuditEvent) -> None:
-        if self.append is not None:
-            self.append(ev)
-        else:
-            await ctx.record_event(ev)
-
-    async def refuse(self, ctx: CallContext, ev: audit_pb2.AuditEvent,
-                     err: BrokerError) -> None:
-        """Record ``ev`` as refused with ``err`` (no wait for the disk), then raise it."""
-        ev.decision, ev.reason, ev.status = audit_pb2.DENY, err.details, err.code
-        await self.note(ctx, ev)
-        raise _mark(err)
-
-    async def failed(self, ctx: CallContext, allowed: audit_pb2.AuditEvent,
-                     err: BrokerError) -> None:
-        """The act recorded as ``allowed`` failed: a second record says so."""
-        ev = audit_pb2.AuditEvent()
-        ev.CopyFrom(allowed)
-        ev.ClearField("hash")
-        ev.ClearField("seq")
-        ev.bytes = 0
-        with contextlib.suppress(BrokerError):
-            await self.refuse(ctx, ev, err)
 
 
 def net_request(method: str, url: str) -> NetRequest:
@@ -242,7 +214,6 @@ class ByteMeter:
         # budget are not refused for bytes another one reserved but never used.
         self._step = min([CREDIT_STEP] + [max(4096, c.cap // 16) for c in self._charges])
         self._credit = 0
-        self._held: list[Reservation] = []
         self.total = 0
 
     def take(self, n: int) -> None:
@@ -253,11 +224,10 @@ class ByteMeter:
             return
         want = n - self._credit
         try:
-            self._held += self._ctx.budgets.charge(self._charges,
-                                                   net_bytes=max(want, self._step))
+            self._ctx.budgets.charge(self._charges, net_bytes=max(want, self._step))
             self._credit += max(want, self._step) - n
         except PermissionDenied:
-            self._held += self._ctx.budgets.charge(self._charges, net_bytes=want)
+            self._ctx.budgets.charge(self._charges, net_bytes=want)
             self._credit = 0
 
     def settle(self) -> None:
@@ -301,6 +271,13 @@ def _recorded(err: BrokerError) -> bool:
     return bool(getattr(err, "recorded", False))
 
 
+async def _refuse(ctx: CallContext, ev: audit_pb2.AuditEvent, err: BrokerError) -> None:
+    """Record ``ev`` as refused with ``err`` (a refusal has no effect: no wait for the
+    disk), then raise it."""
+    await ctx.record_error(ev, err, wait=False)
+    raise _mark(err)
+
+
 async def _within(deadline: float, aw: Awaitable[T]) -> T:
     """``aw`` bounded by the loop-time ``deadline``. (Generators here never yield inside a
     timeout block: a cancellation would land in the consumer, not here.)"""
@@ -313,17 +290,17 @@ async def _check_hop(ctx: CallContext, deps: NetDeps, req: NetRequest, url: str,
     """Decide, pin, look up secrets and reserve one request: recorded if refused."""
     decision = decide(ctx.authority, req, time.time())
     if not decision.allowed:
-        await deps.refuse(ctx, ev, PermissionDenied(decision.reason))
+        await _refuse(ctx, ev, PermissionDenied(decision.reason))
     try:
         address = await deps.resolver.pin(req.host, req.port)
     except BrokerError as err:
-        await deps.refuse(ctx, ev, err)
+        await _refuse(ctx, ev, err)
     _add_detail(ev, address=str(address))
     secrets = []
     for header, name in decision.secrets:
         value = deps.secret(name)
         if value is None:
-            await deps.refuse(ctx, ev, FailedPrecondition(
+            await _refuse(ctx, ev, FailedPrecondition(
                 f"the grant attaches secret {name!r}, which the broker does not hold "
                 "(`writ secrets set`)"))
         secrets.append((header, value or b"", name))
@@ -332,7 +309,7 @@ async def _check_hop(ctx: CallContext, deps: NetDeps, req: NetRequest, url: str,
     try:
         ctx.budgets.charge(decision.charges, requests=1)
     except PermissionDenied as err:
-        await deps.refuse(ctx, ev, err)
+        await _refuse(ctx, ev, err)
     return _Hop(req, url, ev, decision, address, secrets)
 
 
@@ -343,7 +320,7 @@ async def _record_done(ctx: CallContext, deps: NetDeps, hop: _Hop, status: int, 
     done.decision, done.status, done.bytes = audit_pb2.ALLOW, "OK", received
     done.reason = f"{status} from {hop.address}" if status else f"tunnel to {hop.address} closed"
     done.rule = hop.decision.rule
-    await deps.note(ctx, done)
+    await ctx.record_event(done, wait=False)
 
 
 # -- HttpRequest -----------------------------------------------------------------------------
@@ -361,7 +338,6 @@ class _Body:
         self._parts = parts
         self.kept: bytearray | None = bytearray()
         self.done = False
-        self.size = 0
 
     async def stream(self) -> AsyncIterator[bytes]:
         while not self.done:
@@ -373,7 +349,6 @@ class _Body:
             if part.HasField("head"):
                 raise InvalidArgument("only the first HttpRequest message carries a head")
             if part.body:
-                self.size += len(part.body)
                 if self.kept is not None:
                     self.kept += part.body
                     if len(self.kept) > REPLAY_BUFFER:
@@ -401,7 +376,7 @@ async def http_request(ctx: CallContext, deps: NetDeps,
         ev.target = f"{first.head.method[:16]} {first.head.url[:200]}"
         head = _head(first, deps.default_timeout_s)
     except BrokerError as err:
-        await deps.refuse(ctx, ev, err)
+        await _refuse(ctx, ev, err)
     ev.target = _describe(head.req)
     body = _Body(parts)
     body.done = first.finish  # a request without a body: head and finish in one message
@@ -465,11 +440,11 @@ async def http_request(ctx: CallContext, deps: NetDeps,
     except TimeoutError:
         late = DeadlineExceeded(f"{_describe(hop.req)} took longer than its time limit "
                                 f"({head.timeout_s:g} s, or less by the grant's rule)")
-        await deps.failed(ctx, hop.ev, late)
+        await ctx.record_failure(hop.ev, late, wait=False)
         raise late from None
     except BrokerError as err:
         if not _recorded(err):
-            await deps.failed(ctx, hop.ev, err)
+            await ctx.record_failure(hop.ev, err, wait=False)
         raise
     finally:
         meter.settle()
@@ -568,7 +543,7 @@ async def _follow(ctx: CallContext, deps: NetDeps, head: _Head, body: _Body, hop
         try:
             req = net_request(method, url)
         except BrokerError as err:
-            await deps.refuse(ctx, ev, InvalidArgument(
+            await _refuse(ctx, ev, InvalidArgument(
                 f"redirect to {url[:200]!r} refused: {err.details}"))
         ev.target = _describe(req)
         try:
@@ -699,7 +674,7 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
             raise InvalidArgument(f"port {first.open.port} is not a port")
         host = canonical_host(first.open.host)
     except BrokerError as err:
-        await deps.refuse(ctx, ev, err)
+        await _refuse(ctx, ev, err)
     assert first is not None
     req = NetRequest("https", host, first.open.port, "CONNECT", "/")
     ev.target = _describe(req)
@@ -717,9 +692,9 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
     try:
         hello = await _within(deadline, _client_hello(parts, host))
     except TimeoutError:
-        await deps.refuse(ctx, ev, DeadlineExceeded("no TLS ClientHello within the time limit"))
+        await _refuse(ctx, ev, DeadlineExceeded("no TLS ClientHello within the time limit"))
     except BrokerError as err:
-        await deps.refuse(ctx, ev, err)
+        await _refuse(ctx, ev, err)
     await ctx.record_decision(ev, hop.decision)
     writer: asyncio.StreamWriter | None = None
     pump: asyncio.Future[int] | None = None
@@ -742,14 +717,14 @@ async def tunnel(ctx: CallContext, deps: NetDeps,
     except TimeoutError:
         late = DeadlineExceeded(f"tunnel to {_authority(req)} passed its time limit "
                                 f"({limit:g} s)")
-        await deps.failed(ctx, hop.ev, late)
+        await ctx.record_failure(hop.ev, late, wait=False)
         raise late from None
     except BrokerError as err:
-        await deps.failed(ctx, hop.ev, err)
+        await ctx.record_failure(hop.ev, err, wait=False)
         raise
     except OSError as exc:
         failed = UpstreamFailed(f"tunnel to {hop.address}: {exc.strerror or exc}")
-        await deps.failed(ctx, hop.ev, failed)
+        await ctx.record_failure(hop.ev, failed, wait=False)
         raise failed from None
     finally:
         if pump is not None:
