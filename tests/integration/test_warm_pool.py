@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,25 @@ def test_warm_invocation_is_served_from_the_pool_and_audited(
         (e.operation, audit_pb2.Decision.Name(e.decision), e.status)
         for e in warm_broker.audit_since(seq) if e.invocation_id == out.invocation_id], 30)
     assert ops[:2] == [("tool.invoke", "ALLOW", "OK"), ("file.read", "ALLOW", "OK")]
+
+
+def test_a_long_call_does_not_hold_its_pool_slot_empty(warm_broker: RunningBroker,
+                                                       docker_client: Any) -> None:
+    # A claim that leaves containers ready refills after the call's reply, so a launch
+    # does not slow the call down; a call still running REFILL_AFTER_S later refills then.
+    token = warm_broker.mint(PROBE_GRANT)
+    full_pool(docker_client, warm_broker)
+    done = threading.Event()
+    call = threading.Thread(target=lambda: (warm_broker.agent.invoke(
+        "probe", {"action": "sleep", "seconds": 15}, token), done.set()))
+    call.start()
+    try:
+        assert wait_for(lambda: warm_broker.broker.pool.sizes().get("probe") == POOL_SIZE - 1,
+                        10)
+        assert wait_for(lambda: warm_broker.broker.pool.sizes().get("probe") == POOL_SIZE, 12)
+        assert not done.is_set()  # refilled while the call still ran
+    finally:
+        call.join(30)
 
 
 def test_pool_container_holds_no_authority_before_it_is_claimed(

@@ -271,6 +271,9 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             raise
         finally:
             b.untrack(inv)
+            if warm is not None:
+                # Refilled once the reply is out (see WarmPool.claim).
+                b.pool.refill(tool)
             ending = self._end(inv, container_id, outcome)
             if deferred:
                 b.spawn(ending)
