@@ -180,6 +180,14 @@ class State:
                 "ended_at=COALESCE(?, ended_at), error=COALESCE(?, error) WHERE id=?",
                 (status, container_id, ended, error, inv_id))
 
+    def unfinished_invocations(self) -> list[dict[str, object]]:
+        """Invocations neither done nor failed: at broker start, what a crash left."""
+        with self._lock:
+            cur = self._inv.execute(
+                "SELECT * FROM invocations WHERE status NOT IN ('done', 'failed')")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
     def invocation(self, inv_id: str) -> dict[str, object] | None:
         with self._lock:
             cur = self._inv.execute("SELECT * FROM invocations WHERE id=?", (inv_id,))

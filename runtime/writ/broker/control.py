@@ -197,12 +197,16 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             inv_id = "i" + secrets.token_hex(8)
             ev.invocation_id, ev.reason, ev.rule = inv_id, decision.reason, decision.rule
             try:
+                # In the state first: a restart after a crash closes what it finds there
+                # (Broker.close_interrupted), so every ALLOW gets its end.
+                b.state.start_invocation(inv_id, tool.name, ev.token_id, ev.grant_id)
                 # Chained now, durable before the Started event leaves the broker (the
                 # ordering rule): the disk write overlaps the claim or the launch.
                 ev.decision, ev.status = audit_pb2.ALLOW, "OK"
                 b.append(ev)
-            except BrokerError:
+            except BrokerError as err:
                 b.budgets.release(reserved)
+                b.state.update_invocation(inv_id, "failed", error=f"not run: {err.details}")
                 raise
         admitted = False
         try:
@@ -230,7 +234,6 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
         inv = Invocation(inv_id, tool, input_json, unverified.token_id, unverified.grant_id,
                          warm.socket_dir if warm else b.config.run_dir / inv_id,
                          bound_token=bound, pooled=warm is not None)
-        b.state.start_invocation(inv_id, tool.name, unverified.token_id, unverified.grant_id)
         container_id = ""
         outcome: Outcome | None = None
         deferred = False
@@ -353,6 +356,8 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             await self.b.record(ev)
         except BrokerError as err:
             log.error("could not record the end of %s: %s", invoke.invocation_id, err.details)
+        # After the record: a crash between them leaves the row for close_interrupted.
+        self.b.state.update_invocation(invoke.invocation_id, "failed", error=ev.reason)
 
     async def _record_end(self, inv: Invocation, outcome: Outcome | None) -> None:
         ev = self.b.event("agent", "Invoke", "tool.exit", inv.tool.name)
@@ -365,10 +370,11 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             ev.reason, ev.status = "finished with a result", "OK"
         else:
             ev.reason, ev.status = f"{outcome.code}: {outcome.message}", outcome.code
-        self.b.state.update_invocation(inv.id, "done" if outcome and outcome.ok else "failed",
-                                       error=None if outcome and outcome.ok else ev.reason)
         try:
             await self.b.record(ev)
         except BrokerError as err:
             # The invocation is over and its container gone; nothing is left to refuse.
             log.error("could not record the end of %s: %s", inv.id, err.details)
+        # After the record: a crash between them leaves the row for close_interrupted.
+        self.b.state.update_invocation(inv.id, "done" if outcome and outcome.ok else "failed",
+                                       error=None if outcome and outcome.ok else ev.reason)

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from .._proto import audit_pb2
-from ..audit import AuditSink, checkpoint_timer, open_broker_sink
+from ..audit import AuditSink, checkpoint_timer, open_broker_sink, read_records
 from ..budgets import Budgets
 from ..core.tokens import UnverifiedToken, VerifiedToken
 from ..errors import BrokerError, InvalidArgument, ResourceExhausted, TokenRevoked
@@ -49,6 +49,24 @@ MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; keep room for "broker.sock"
 def default_state_dir() -> Path:
     env = os.environ.get("WRIT_STATE_DIR")
     return Path(env) if env else Path.home() / ".local/state/writ"
+
+
+INTERRUPTED = "interrupted: the broker stopped while the invocation ran"
+
+
+def _invocations_logged(path: Path, ids: set[str]) -> tuple[set[str], set[str]]:
+    """Which of the invocation ``ids`` have a tool.invoke ALLOW, and which a tool.exit."""
+    invoked: set[str] = set()
+    exited: set[str] = set()
+    if not path.exists():
+        return invoked, exited
+    for ev in read_records(path, live=True):
+        if ev.invocation_id in ids:
+            if ev.operation == "tool.invoke" and ev.decision == audit_pb2.ALLOW:
+                invoked.add(ev.invocation_id)
+            elif ev.operation == "tool.exit":
+                exited.add(ev.invocation_id)
+    return invoked, exited
 
 
 @dataclass
@@ -275,6 +293,10 @@ class Broker:
         if recovered:
             log.warning("recorded the outcome of %d payment(s) left by an earlier run",
                         recovered)
+        interrupted = await self.close_interrupted()
+        if interrupted:
+            log.warning("recorded the end of %d invocation(s) an earlier run left running",
+                        interrupted)
         shutil.rmtree(self.config.run_dir, ignore_errors=True)
         self.config.run_dir.mkdir(mode=0o711, parents=True)
         control = ControlService(self)
@@ -288,6 +310,34 @@ class Broker:
             self.pool.refill(tool)
         self._checkpoints = asyncio.ensure_future(
             checkpoint_timer(self.sink, self.config.checkpoint_interval_s))
+
+    async def close_interrupted(self) -> int:
+        """At start: invocations an earlier run left unfinished (it was killed or crashed
+        mid-call). Their containers are gone (reaped just before); each tool.invoke ALLOW
+        in the log without a tool.exit gets one, so every allowed call has its end.
+        Returns how many were recorded."""
+        rows = await asyncio.to_thread(self.state.unfinished_invocations)
+        if not rows:
+            return 0
+        ids = {str(row["id"]) for row in rows}
+        invoked, exited = await asyncio.to_thread(_invocations_logged,
+                                                  self.config.audit_path, ids)
+        count = 0
+        for row in rows:
+            inv_id = str(row["id"])
+            if inv_id in invoked and inv_id not in exited:
+                ev = audit_pb2.AuditEvent(
+                    actor="broker", operation="tool.exit", target=str(row["tool"]),
+                    tool=str(row["tool"]), invocation_id=inv_id,
+                    token_id=str(row["token_id"]), grant_id=str(row["grant_id"]),
+                    decision=audit_pb2.ALLOW, status="ABORTED",
+                    reason=INTERRUPTED + (f"; container {str(row['container_id'])[:12]} "
+                                          "removed at restart" if row["container_id"] else ""))
+                await self.record(ev)
+                count += 1
+            # Without a durable tool.invoke the call never started: nothing to close.
+            self.state.update_invocation(inv_id, "failed", error=INTERRUPTED)
+        return count
 
     async def _serve(self, address: str, servicer: object, surfaces: tuple[str, ...]) -> None:
         if address.startswith("unix:"):
