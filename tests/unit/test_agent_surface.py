@@ -29,7 +29,7 @@ from writ.client import (
 from writ.client._common import event_of, target
 from writ.core.tokens import Keyring, UnverifiedToken, mint
 from writ.mcp_bridge import AnswerMalformed, WritBearer, parse_listen
-from writ.schemas import schema_problem
+from writ.schemas import schema_error, schema_problem
 
 
 def info(schema: dict[str, Any] | None, name: str = "t", description: str = "d") -> Any:
@@ -124,6 +124,30 @@ def test_schema_problem_names_the_first_broken_rule(arguments: dict[str, Any],
 
 def test_a_schema_that_is_not_json_schema_checks_nothing() -> None:
     assert schema_problem({"type": 12}, {"anything": True}) is None
+
+
+@pytest.mark.parametrize(("schema", "problem"), [
+    ({"$ref": "http://169.254.169.254/latest/meta-data"},
+     ("$ref 'http://169.254.169.254/latest/meta-data' points outside the schema; only "
+      "'#...' references are allowed")),
+    ({"properties": {"a": {"$ref": "other.json#/x"}}},
+     "$ref 'other.json#/x' points outside the schema; only '#...' references are allowed"),
+    ({"properties": {"a": {"$ref": "#/$defs/missing"}}},
+     "$ref '#/$defs/missing' names nothing in the schema"),
+])
+def test_a_reference_the_broker_cannot_follow_makes_the_schema_invalid(
+        schema: dict[str, Any], problem: str) -> None:
+    # Refused at registration (it would fail every call), and never fetched.
+    assert schema_error(schema) == problem
+    assert schema_problem(schema, {"a": 1}) is None  # a legacy registration: not checked
+
+
+def test_references_within_the_schema_are_followed() -> None:
+    schema = {"type": "object", "$defs": {"n": {"type": "integer", "minimum": 1}},
+              "properties": {"a": {"$ref": "#/$defs/n"}}}
+    assert schema_error(schema) is None
+    assert schema_problem(schema, {"a": 0}) == "0 is less than the minimum of 1 (at a)"
+    assert schema_problem(schema, {"a": 2}) is None
 
 
 @pytest.mark.parametrize(("address", "expected"), [
