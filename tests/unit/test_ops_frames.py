@@ -38,6 +38,19 @@ class Service:
 
     ListDir = OpenFile = Delete = Rename = Stat
 
+    async def Start(self, req: tool_pb2.StartRequest, context: Any) -> tool_pb2.StartResponse:
+        token = self._token(context)
+        self.seen.append(("Start", "", token))
+        if token == "writ1.other":
+            raise BrokerError("PERMISSION_DENIED", "token is bound to another invocation")
+        return tool_pb2.StartResponse(invocation_id="i1", token="writ1.bound" if not token
+                                      else "")
+
+    async def Finish(self, req: tool_pb2.FinishRequest,
+                     context: Any) -> tool_pb2.FinishResponse:
+        self.seen.append(("Finish", req.output_json, self._token(context)))
+        return tool_pb2.FinishResponse()
+
     async def refuse_malformed(self, row: Method, context: Any, err: BrokerError) -> None:
         self.refused.append((row.full_name, err.details, self._token(context)))
         raise err
@@ -153,3 +166,31 @@ def test_a_handler_bug_is_internal_with_an_incident_and_the_connection_goes_on(
     assert replies[0].error.message.startswith("internal error (incident ")
     assert "a bug" not in replies[0].error.message
     assert replies[1].WhichOneof("result") == "stat"
+
+
+def test_start_hands_a_tokenless_connection_its_token_for_later_requests(
+        tmp_path: Path) -> None:
+    # A warm-pool container connects before it holds a token: an empty token frame, then
+    # Start; what Start hands over is what the connection's later requests are checked with.
+    svc = Service()
+    replies, closed = _exchange(
+        tmp_path, svc, _frame(b""), _req(1, start=tool_pb2.StartRequest()),
+        _req(2, stat=tool_pb2.StatRequest(path="a")),
+        _req(3, finish=tool_pb2.FinishRequest(output_json="{}")))
+    assert not closed
+    assert [r.WhichOneof("result") for r in replies] == ["start", "stat", "finish"]
+    assert replies[0].start.token == "writ1.bound"
+    assert svc.seen == [("Start", "", ""), ("Stat", "a", "writ1.bound"),
+                        ("Finish", "{}", "writ1.bound")]
+
+
+def test_a_refused_or_tokenless_start_leaves_the_connection_token_as_it_was(
+        tmp_path: Path) -> None:
+    for token, first in ((b"writ1.other", "error"), (b"writ1.cold", "start")):
+        svc = Service()
+        replies, _ = _exchange(tmp_path, svc, _frame(token),
+                               _req(1, start=tool_pb2.StartRequest()),
+                               _req(2, stat=tool_pb2.StatRequest(path="a")))
+        assert [r.WhichOneof("result") for r in replies] == [first, "stat"]
+        assert svc.seen[-1] == ("Stat", "a", token.decode())
+        (tmp_path / "ops.sock").unlink(missing_ok=True)

@@ -317,7 +317,7 @@ class TunnelOpen(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class OpRequest(_message.Message):
-    __slots__ = ("id", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file")
+    __slots__ = ("id", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file", "start", "finish")
     ID_FIELD_NUMBER: _ClassVar[int]
     STAT_FIELD_NUMBER: _ClassVar[int]
     LIST_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +326,8 @@ class OpRequest(_message.Message):
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
     READ_FILE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
     id: int
     stat: StatRequest
     list_dir: ListDirRequest
@@ -334,7 +336,9 @@ class OpRequest(_message.Message):
     delete: DeleteRequest
     rename: RenameRequest
     read_file: ReadFileRequest
-    def __init__(self, id: _Optional[int] = ..., stat: _Optional[_Union[StatRequest, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirRequest, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileRequest, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., read_file: _Optional[_Union[ReadFileRequest, _Mapping]] = ...) -> None: ...
+    start: StartRequest
+    finish: FinishRequest
+    def __init__(self, id: _Optional[int] = ..., stat: _Optional[_Union[StatRequest, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirRequest, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileRequest, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., read_file: _Optional[_Union[ReadFileRequest, _Mapping]] = ..., start: _Optional[_Union[StartRequest, _Mapping]] = ..., finish: _Optional[_Union[FinishRequest, _Mapping]] = ...) -> None: ...
 
 class OpError(_message.Message):
     __slots__ = ("code", "message")
@@ -345,7 +349,7 @@ class OpError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class OpReply(_message.Message):
-    __slots__ = ("id", "error", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file")
+    __slots__ = ("id", "error", "stat", "list_dir", "open_file", "make_dir", "delete", "rename", "read_file", "start", "finish")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STAT_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +359,8 @@ class OpReply(_message.Message):
     DELETE_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
     READ_FILE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: OpError
     stat: StatResponse
@@ -364,4 +370,6 @@ class OpReply(_message.Message):
     delete: DeleteResponse
     rename: RenameResponse
     read_file: FileChunk
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[OpError, _Mapping]] = ..., stat: _Optional[_Union[StatResponse, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirResponse, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileResponse, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., read_file: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
+    start: StartResponse
+    finish: FinishResponse
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[OpError, _Mapping]] = ..., stat: _Optional[_Union[StatResponse, _Mapping]] = ..., list_dir: _Optional[_Union[ListDirResponse, _Mapping]] = ..., open_file: _Optional[_Union[OpenFileResponse, _Mapping]] = ..., make_dir: _Optional[_Union[MakeDirResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., read_file: _Optional[_Union[FileChunk, _Mapping]] = ..., start: _Optional[_Union[StartResponse, _Mapping]] = ..., finish: _Optional[_Union[FinishResponse, _Mapping]] = ...) -> None: ...

@@ -2,19 +2,21 @@
 
 A unary gRPC call costs about a millisecond of framing on each side, and a message on a
 gRPC Python stream about half of that; a length-prefixed frame on a plain Unix socket
-costs about a tenth. So Stat, ListDir, OpenFile, MakeDir, Delete, Rename and reads of up
-to 1 MiB (ReadFile) may also travel as ``OpRequest``/``OpReply`` frames on ``ops.sock``, beside the broker socket in
-the invocation's own socket directory (0700, the tool's uid, mounted in that container
-alone): the same trust as the broker socket itself.
+costs about a tenth. So Start, Stat, ListDir, OpenFile, MakeDir, Delete, Rename, reads of
+up to 1 MiB (ReadFile) and Finish may also travel as ``OpRequest``/``OpReply`` frames on
+``ops.sock``, beside the broker socket in the invocation's own socket directory (0700, the
+tool's uid, mounted in that container alone): the same trust as the broker socket itself.
 
 Frames are a 4-byte big-endian length and that many bytes. The tool's first frame is its
 token; each later one is an OpRequest, answered by the very handler of the unary method it
 names, called with a context whose metadata carries that token: so the token check (again
 for every request), the decision, the audit record and the error are exactly the unary
-call's. A BrokerError becomes an ``OpError`` with the status name the unary call would
-have ended with, and the connection goes on. Requests on one connection are answered one
-at a time, in order. A frame that does not parse, or is too long, is recorded and ends the
-connection, as a malformed message ends a unary call.
+call's. A warm-pool container has no token before its Start: it sends an empty token
+frame, and the token Start hands it stands for the rest of the connection (as the SDK
+sends it on its later gRPC calls). A BrokerError becomes an ``OpError`` with the status
+name the unary call would have ended with, and the connection goes on. Requests on one
+connection are answered one at a time, in order. A frame that does not parse, or is too
+long, is recorded and ends the connection, as a malformed message ends a unary call.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ OPS_METHOD = Method("ToolBroker", "Ops", "tool", "tool.ops", False,
                     "ops.sock: Stat, ListDir, OpenFile, MakeDir, Delete, Rename frames")
 # OpRequest's oneof field -> the ToolService handler (the unary method of that name).
 HANDLERS = {"stat": "Stat", "list_dir": "ListDir", "open_file": "OpenFile",
-            "make_dir": "MakeDir", "delete": "Delete", "rename": "Rename"}
+            "make_dir": "MakeDir", "delete": "Delete", "rename": "Rename",
+            "start": "Start", "finish": "Finish"}
 
 
 class Service(Protocol):
@@ -140,7 +143,13 @@ class OpsServer:
                     req = tool_pb2.OpRequest.FromString(data)
                 except DecodeError:
                     raise _Malformed("not an OpRequest") from None
-                writer.write(await self._reply(req, context))
+                reply = await self._reply(req, context)
+                if reply.WhichOneof("result") == "start" and reply.start.token:
+                    # Start hands a warm container its bound token (the Start handler
+                    # decided it may have it): the connection's later requests carry it.
+                    context = _Context(self._key, reply.start.token)
+                data = reply.SerializeToString()
+                writer.write(_LENGTH.pack(len(data)) + data)
                 # Bounded: a tool that sends without reading waits here.
                 await writer.drain()
         except _Malformed as bad:
@@ -155,7 +164,7 @@ class OpsServer:
         chunks = [chunk.data async for chunk in self._service.ReadFile(req, context)]
         return tool_pb2.FileChunk(data=b"".join(chunks))
 
-    async def _reply(self, req: tool_pb2.OpRequest, context: _Context) -> bytes:
+    async def _reply(self, req: tool_pb2.OpRequest, context: _Context) -> tool_pb2.OpReply:
         reply = tool_pb2.OpReply(id=req.id)
         field = req.WhichOneof("op")
         try:
@@ -173,5 +182,4 @@ class OpsServer:
             log.exception("incident %s: unhandled error on the ops socket", incident)
             reply.error.code = "INTERNAL"
             reply.error.message = f"internal error (incident {incident})"
-        data = reply.SerializeToString()
-        return _LENGTH.pack(len(data)) + data
+        return reply

@@ -70,6 +70,7 @@ def _error(name: str, message: str) -> BrokerError:
 
 
 OPS_SOCKET = "ops.sock"  # beside the broker socket: small operations as frames
+OPS_MAX_FRAME = 64 << 10  # the broker's limit on one request frame; larger go as gRPC
 _LENGTH = struct.Struct(">I")
 
 
@@ -79,6 +80,7 @@ class _OpStream:
     from interleaving). The same checks, records and errors as the unary methods."""
 
     def __init__(self, socket_path: str, token: str) -> None:
+        self.token = token  # what the broker checks this connection's requests against
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self._sock.connect(os.path.join(os.path.dirname(socket_path), OPS_SOCKET))
@@ -120,6 +122,8 @@ class _OpStream:
             raise BrokerError("INTERNAL", f"ops reply {reply.id} to request {self._last}")
         if reply.WhichOneof("result") == "error":
             raise _error(reply.error.code, reply.error.message)
+        if field == "start" and reply.start.token:
+            self.token = reply.start.token  # the broker now checks later requests with it
         return getattr(reply, field)
 
     def close(self) -> None:
@@ -137,7 +141,8 @@ class _Connection:
 
     def use_token(self, token: str) -> None:
         self.metadata = (("writ-token", token),)
-        self._close_ops()  # the stream carries the token it was opened with
+        if self._ops is not None and self._ops.token != token:
+            self._close_ops()  # the stream carries the token it was opened with
 
     def _close_ops(self) -> None:
         if self._ops is not None:
@@ -158,7 +163,7 @@ class _Connection:
         record and errors as the unary ``method``, without gRPC's framing. Falls back to
         the unary call where the broker has no ops socket."""
         ops = self.ops()
-        if ops is None:
+        if ops is None or request.ByteSize() > OPS_MAX_FRAME - 64:  # 64: the OpRequest's own
             return self.unary(method, request)
         try:
             return ops.call(field, request)

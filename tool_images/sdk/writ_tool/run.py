@@ -1,9 +1,9 @@
 """Entrypoint of every tool container: ``python3 -m writ_tool.run /opt/tool/tool.py``.
 
-Protocol: ask the broker for the input (Start), start the loopback forwarder that
-HTTP_PROXY/HTTPS_PROXY point at (for programs that do not use ``writ_tool.net``), call the
-tool's ``main(input)``, send the JSON result or the error (Finish). Exit 0 on success, 1
-when the tool failed.
+Protocol (frames on the ops socket, else unary gRPC calls): ask the broker for the input
+(Start), start the loopback forwarder that HTTP_PROXY/HTTPS_PROXY point at (for programs
+that do not use ``writ_tool.net``), call the tool's ``main(input)``, send the JSON result
+or the error (Finish). Exit 0 on success, 1 when the tool failed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run(path: str) -> int:
     except Exception as exc:  # noqa: BLE001 - reported through Finish below
         main, load_error = None, exc
     conn = connection()
-    start = conn.unary("Start", tool_pb2.StartRequest())
+    start = conn.op("Start", "start", tool_pb2.StartRequest())
     if start.token:
         conn.use_token(start.token)
     try:
@@ -57,7 +57,7 @@ def run(path: str) -> int:
         finish = tool_pb2.FinishRequest(
             error=tool_pb2.FinishError(code="TOOL_ERROR", message=f"{type(exc).__name__}: {exc}"))
         code = 1
-    conn.unary("Finish", finish)
+    conn.op("Finish", "finish", finish)
     return code
 
 
