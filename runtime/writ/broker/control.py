@@ -38,6 +38,7 @@ from .authority import AuthorityService, narrowing_report, token_ids
 from .invocation import Invocation, Outcome
 from .pool import Warm, make_spec, tool_env
 
+LOGS_WAIT_S = 2.0  # for a tool that sent Finish to exit before its logs are read
 log = logging.getLogger("writ.broker")
 
 if TYPE_CHECKING:
@@ -252,11 +253,15 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
             yield control_pb2.InvokeEvent(started=control_pb2.InvokeStarted(
                 invocation_id=inv_id, container_id=container_id, warm=warm is not None,
                 launch_ms=(time.perf_counter() - t0) * 1000))
-            outcome = await self._wait(inv, container_id, float(limits.timeout_s))
+            outcome, exited = await self._wait(inv, container_id, float(limits.timeout_s))
             # The tool's output and logs leave the broker next: every record of what it
             # did, reads whose records nobody waited for included, is durable first.
             await b.sync()
             if capture_output or not outcome.ok:
+                if inv.outcome.done():
+                    # It sent Finish and is exiting: once it has, dockerd has copied all
+                    # it wrote (a Finish on the ops socket can beat the log copier).
+                    await asyncio.wait({exited}, timeout=LOGS_WAIT_S)
                 logs = await asyncio.to_thread(b.launcher.logs, container_id)
                 if logs:
                     yield control_pb2.InvokeEvent(output=control_pb2.ToolOutput(data=logs))
@@ -318,10 +323,16 @@ class ControlService(AuthorityService, PaymentsControl, SecretsControl):
         await inv.close(self.b)
         await self._record_end(inv, outcome)
 
-    async def _wait(self, inv: Invocation, container_id: str, timeout: float) -> Outcome:
-        """The tool's Finish, or its exit without one, or its wall time running out."""
+    async def _wait(self, inv: Invocation, container_id: str,
+                    timeout: float) -> tuple[Outcome, asyncio.Future[int]]:
+        """The tool's Finish, or its exit without one, or its wall time running out; and
+        the future of the container's exit."""
         exited: asyncio.Future[int] = asyncio.ensure_future(
             asyncio.to_thread(self.b.launcher.wait, container_id, timeout + 5))
+        return await self._outcome(inv, exited, timeout), exited
+
+    async def _outcome(self, inv: Invocation, exited: asyncio.Future[int],
+                       timeout: float) -> Outcome:
         waiting: set[asyncio.Future[Any]] = {inv.outcome, exited}
         done, _ = await asyncio.wait(waiting, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
