@@ -46,7 +46,8 @@ MAX_READ = 1 << 20     # the most one read_file reply carries; the rest is a Rea
 _LENGTH = struct.Struct(">I")
 # Not a gRPC method (so not in the method table): the name its refusals are recorded under.
 OPS_METHOD = Method("ToolBroker", "Ops", "tool", "tool.ops", False,
-                    "ops.sock: Stat, ListDir, OpenFile, MakeDir, Delete, Rename frames")
+                    "ops.sock: Start, Stat, ListDir, OpenFile, MakeDir, Delete, Rename, "
+                    "ReadFile, Finish frames")
 # OpRequest's oneof field -> the ToolService handler (the unary method of that name).
 HANDLERS = {"stat": "Stat", "list_dir": "ListDir", "open_file": "OpenFile",
             "make_dir": "MakeDir", "delete": "Delete", "rename": "Rename",
